@@ -1,0 +1,1 @@
+"""Baselines measured through the same harness as EAGER-LLM."""

@@ -1,0 +1,40 @@
+"""Leave-one-out: last item = test, second-to-last = validation, the rest = train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eager.data.dataset import InteractionData
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_MAX_HISTORY = 20
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One user's prediction task: the last ``max_history`` items before ``target``."""
+
+    user: int
+    history: np.ndarray
+    target: int
+
+
+def train_sequences(data: InteractionData) -> list[np.ndarray]:
+    """Per user, everything but the last two items (what any model may train on)."""
+    return [seq[:-2] for seq in data.sequences]
+
+
+def eval_cases(data: InteractionData, split: str, max_history: int = DEFAULT_MAX_HISTORY) -> list[EvalCase]:
+    """Validation targets the second-to-last item, test the last; users too short are skipped."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+    offset = 2 if split == "valid" else 1
+    cases = []
+    for user, seq in enumerate(data.sequences):
+        if len(seq) < offset + 1:
+            continue
+        pos = len(seq) - offset
+        cases.append(EvalCase(user, seq[max(0, pos - max_history):pos], int(seq[pos])))
+    return cases

@@ -1,0 +1,124 @@
+"""The one evaluation path every model reports through.
+
+A model hands over its top-K ranked item *keys* per user; the harness scores them against the
+split's held-out items, writes ``predictions.jsonl`` (user, target, ranked list) and
+``metrics.json`` (metrics plus dataset, split, K, model and the config that produced them).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from eager.data.dataset import InteractionData
+from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
+from eager.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_rank
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_rankings(
+    data: InteractionData,
+    split: str,
+    rankings: Mapping[str, Sequence[str]],
+    model: str,
+    config: Mapping | None = None,
+    out_dir: str | Path | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    max_history: int = DEFAULT_MAX_HISTORY,
+    extra: Mapping | None = None,
+) -> dict:
+    """Score ``rankings`` ({user key: ranked item keys}) on ``split``; optionally write the report.
+
+    Users with no ranking count as misses (``missing_users``). Keys not in the catalogue and
+    repeated keys are dropped before ranking and counted in ``invalid_rate`` (the share of all
+    returned entries that were unusable).
+    """
+    known = data.key_to_index()
+    cases = eval_cases(data, split, max_history)
+    keys = data.item_keys
+    ranks, rows = [], []
+    returned = invalid = missing = 0
+    for case in cases:
+        user = data.user_keys[case.user]
+        target = keys[case.target]
+        raw = rankings.get(user)
+        if raw is None:
+            missing += 1
+            raw = []
+        seen: set[str] = set()
+        ranked = []
+        for item in raw:
+            item = str(item)
+            if item in known and item not in seen:
+                seen.add(item)
+                ranked.append(item)
+        returned += len(raw)
+        invalid += len(raw) - len(ranked)
+        ranks.append(target_rank(ranked, target))
+        rows.append({"user": user, "target": target, "ranked": ranked})
+    report = {
+        "dataset": data.name,
+        "split": split,
+        "model": model,
+        "k": list(ks),
+        "users": len(cases),
+        **metrics_from_ranks(ranks, ks),
+        "invalid_rate": invalid / returned if returned else 0.0,
+        "missing_users": missing,
+        "max_history": max_history,
+        "config": dict(config or {}),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **dict(extra or {}),
+    }
+    if out_dir is not None:
+        write_report(out_dir, rows, report)
+    return report
+
+
+def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    (out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
+def read_rankings(path: str | Path) -> dict[str, list[str]]:
+    """Rankings from a jsonl file of ``{"user": key, "ranked": [key, ...]}`` rows."""
+    rankings = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rankings[str(row["user"])] = [str(k) for k in row["ranked"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with 'user' and 'ranked' (a list of item keys)"
+                ) from err
+    return rankings
+
+
+def rankings_from_scores(
+    data: InteractionData,
+    users: Sequence[int],
+    scores: np.ndarray | torch.Tensor,
+    k: int,
+) -> dict[str, list[str]]:
+    """Turn a (users × items) score matrix into top-``k`` key lists (ties broken by item index)."""
+    scores = torch.as_tensor(scores)
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices.tolist()
+    keys = data.item_keys
+    return {data.user_keys[u]: [keys[i] for i in row] for u, row in zip(users, top)}

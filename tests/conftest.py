@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eager.data.dataset import InteractionData, items_frame
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data_or_skip() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    return shared_data_or_skip()
+
+
+def make_cyclic_data(num_items: int = 50, num_users: int = 60, length: int = 8, seed: int = 0) -> InteractionData:
+    """A catalogue where item i is always followed by item i+1 (mod n): easy to learn, hard to guess."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(num_users):
+        start = int(rng.integers(num_items))
+        sequences.append((start + np.arange(length)) % num_items)
+    keys = [f"I{i:03d}" for i in range(num_items)]
+    items = items_frame(keys, title=[f"item number {i}" for i in range(num_items)])
+    return InteractionData("cyclic", items, [f"U{u:03d}" for u in range(num_users)], sequences, ("title",), "synthetic")
+
+
+@pytest.fixture
+def cyclic_data() -> InteractionData:
+    return make_cyclic_data()
