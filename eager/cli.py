@@ -88,6 +88,24 @@ def cmd_eval(args) -> None:
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
 
 
+def cmd_index_build(args) -> None:
+    from dataclasses import replace
+
+    from eager.data import load_dataset
+    from eager.index.balanced_kmeans import BalancedKMeansConfig
+    from eager.index.build import IndexConfig, build_index, index_dir
+    from eager.index.meaning import meaning_report
+
+    data = load_dataset(args.dataset, args.data_root)
+    kmeans = replace(BalancedKMeansConfig(), k=args.k, seed=args.seed)
+    config = IndexConfig(source=args.source, encoder=args.encoder, kmeans=kmeans)
+    index = build_index(data, config, args.artifacts, args.behaviour_from, progress=not args.json)
+    out = Path(args.out) if args.out else index_dir(args.artifacts, data, config)
+    path = index.save(out)
+    payload = {**index.stats(), "meaning": meaning_report(index, data), "index": str(path)}
+    _print(payload, args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eager", description=__doc__.splitlines()[0])
     stages = parser.add_subparsers(dest="stage", required=True)
@@ -124,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(baseline)
     _add_artifacts(baseline)
     baseline.set_defaults(func=cmd_baseline)
+
+    index = stages.add_parser("index", help="build the dual-source item codes (DKI)")
+    index_cmds = index.add_subparsers(dest="action", required=True)
+    build = index_cmds.add_parser("build", help="embeddings → balanced hierarchical k-means → index.json")
+    build.add_argument("--dataset", required=True)
+    build.add_argument("--source", choices=["dual", "semantic", "behaviour"], default="dual")
+    build.add_argument("--encoder", choices=["minilm", "backbone"], default="minilm",
+                       help="semantic text encoder (README: chosen by the meaning check)")
+    build.add_argument("--k", type=int, default=256, help="branches per node")
+    build.add_argument("--seed", type=int, default=42)
+    build.add_argument("--behaviour-from", help="SASRec artifact folder (default: <artifacts>/<dataset>/sasrec)")
+    build.add_argument("--out", help="output folder (default: <artifacts>/<dataset>/index/<source>-<encoder>)")
+    build.add_argument("--json", action="store_true")
+    _add_data_root(build)
+    _add_artifacts(build)
+    build.set_defaults(func=cmd_index_build)
 
     evaluate = stages.add_parser("eval", help="score any model's ranked item keys with the shared harness")
     evaluate.add_argument("--dataset", required=True)

@@ -1,0 +1,1 @@
+"""Item embeddings: semantic (text encoders) and behavioural (from SASRec)."""

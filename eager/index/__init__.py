@@ -1,0 +1,1 @@
+"""Item codes: balanced hierarchical k-means, the item index, its meaning check and figure."""

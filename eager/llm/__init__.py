@@ -1,0 +1,1 @@
+"""The LLM side: backbone loading (and, later, tokens, tasks and training)."""
