@@ -1,0 +1,136 @@
+"""Checkpoints: ``checkpoints/<dataset>/<variant>/``, small enough for git (≤ 12 MiB).
+
+Files: ``index.json`` (the item codes), ``stage1.safetensors`` and, with AAT, ``stage2.safetensors``
+(LoRA matrices + the code-token embedding rows, bf16), ``config.json`` (the resolved recipe,
+variant, backbone and tokenizer facts), ``metrics.json`` and ``manifest.json`` (sha256 of every
+file, checked on load). The model is rebuilt as base + tokens + stage LoRAs merged in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from eager.index.item_index import INDEX_FILE, ItemIndex
+from eager.llm.backbone import load_backbone
+from eager.llm.code_tokens import CodeVocabulary
+from eager.llm.decode import CodeTrie
+from eager.llm.recipes import LoraSettings
+from eager.llm.setup import first_code_row, load_lora_and_merge, prepare_backbone
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+ROWS_KEY = "code_token_rows"
+MAX_BYTES = 12 * 1024 * 1024
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_stage(directory: Path, stage: str, lora: dict[str, torch.Tensor], rows: torch.Tensor) -> Path:
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in lora.items()}
+    tensors[ROWS_KEY] = rows.to(torch.bfloat16).contiguous()
+    path = directory / f"{stage}.safetensors"
+    save_file(tensors, str(path))
+    return path
+
+
+def write_manifest(directory: Path) -> dict:
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+    total = sum(f["bytes"] for f in manifest.values())
+    if total > MAX_BYTES:
+        raise CheckpointError(f"checkpoint {directory} is {total / 2**20:.1f} MiB, over the 12 MiB limit")
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def verify_manifest(directory: Path) -> None:
+    path = directory / MANIFEST_FILE
+    if not path.exists():
+        raise CheckpointError(f"{directory} has no {MANIFEST_FILE}: not a complete eager checkpoint")
+    for name, entry in json.loads(path.read_text()).items():
+        file = directory / name
+        if not file.exists():
+            raise CheckpointError(f"checkpoint file {file} is missing")
+        if _sha256(file) != entry["sha256"]:
+            raise CheckpointError(f"checkpoint file {file} does not match its sha256 in {MANIFEST_FILE}; "
+                                  "it was changed or corrupted: re-export or re-download the checkpoint")
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    index: ItemIndex
+    vocab: CodeVocabulary
+    trie: CodeTrie
+    config: dict
+    directory: Path
+
+
+def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path | None = None) -> LoadedModel:
+    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is fp32, bf16 or nf4."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise CheckpointError(f"no checkpoint at {directory} (expected {CONFIG_FILE}); train one with `eager train`")
+    verify_manifest(directory)
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    index = ItemIndex.load(directory / INDEX_FILE)
+    model, tokenizer = load_backbone(base or config.get("backbone_override"))
+    vocab = prepare_backbone(model, tokenizer, index, "mean", None)
+    if len(tokenizer) != config["vocab_size"]:
+        raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens after adding codes, checkpoint expects "
+                              f"{config['vocab_size']}: was it trained on another backbone?")
+    first_row = first_code_row(model, vocab)
+    for stage in config["stages"]:
+        tensors = load_file(str(directory / f"{stage['name']}.safetensors"))
+        rows = tensors.pop(ROWS_KEY)
+        model = load_lora_and_merge(model, LoraSettings(**stage["lora"]), {k: v.float() for k, v in tensors.items()})
+        with torch.no_grad():
+            model.get_input_embeddings().weight[first_row:] = rows.float()
+    model = to_serving_dtype(model, dtype)
+    model.eval()
+    return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, directory)
+
+
+def to_serving_dtype(model, dtype: str):
+    if dtype == "fp32":
+        return model.float()
+    if dtype == "bf16":
+        return model.to(torch.bfloat16)
+    if dtype == "nf4":
+        return quantize_nf4(model)
+    raise ValueError(f"unknown dtype {dtype!r}; choose fp32, bf16 or nf4")
+
+
+def quantize_nf4(model):
+    """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay)."""
+    import bitsandbytes as bnb
+
+    def swap(module):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.Linear) and child.weight.shape[0] != model.config.vocab_size:
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=torch.bfloat16, quant_type="nf4")
+                q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4")
+                if child.bias is not None:
+                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+                q = q.to(child.weight.device)  # quantises on the move
+                setattr(module, name, q)
+            else:
+                swap(child)
+
+    swap(model)
+    return model

@@ -1,0 +1,107 @@
+"""Constrained beam search over the exact prefix trie of valid item codes.
+
+The trie is a dense tensor ``next_node[node, value]`` (−1 = no such child), so the allowed set of
+any prefix is one row lookup and every finished beam is a real item. Decoding uses Hugging Face
+``generate`` with an explicit generation config (no sampling, top-k or other model defaults leak
+in); the faster engine of issue #6 will replace it behind the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from eager.index.item_index import ItemIndex
+from eager.llm.code_tokens import CodeVocabulary
+from eager.llm.tasks import seqrec_prompt
+
+
+class CodeTrie:
+    def __init__(self, index: ItemIndex, vocab: CodeVocabulary):
+        self.index, self.vocab, self.levels = index, vocab, index.levels
+        nodes: dict[tuple[int, ...], int] = {(): 0}
+        edges: list[tuple[int, int, int]] = []
+        for row in index.codes.tolist():
+            for depth in range(self.levels):
+                prefix, child = tuple(row[:depth]), tuple(row[: depth + 1])
+                if child not in nodes:
+                    nodes[child] = len(nodes)
+                    edges.append((nodes[prefix], row[depth], nodes[child]))
+        self.next_node = torch.full((len(nodes), index.k), -1, dtype=torch.int32)
+        for parent, value, child in edges:
+            self.next_node[parent, value] = child
+        self.depth_of = torch.zeros(len(nodes), dtype=torch.long)
+        for prefix, node in nodes.items():
+            self.depth_of[node] = len(prefix)
+        # token id → code value, for walking the trie from generated ids
+        self.value_of_token = {int(t): int(v) for level in range(self.levels)
+                               for v, t in enumerate(vocab.table[level].tolist()) if t >= 0}
+
+    def allowed_values(self, node: int) -> torch.Tensor:
+        return torch.nonzero(self.next_node[node] >= 0).squeeze(1)
+
+    def allowed_token_ids(self, generated: Sequence[int]) -> list[int]:
+        node = 0
+        for token in generated:
+            value = self.value_of_token.get(int(token))
+            node = int(self.next_node[node, value]) if value is not None else -1
+            if node < 0:
+                return []
+        depth = int(self.depth_of[node])
+        if depth >= self.levels:
+            return []
+        return self.vocab.table[depth, self.allowed_values(node)].tolist()
+
+
+@dataclass
+class Recommendation:
+    key: str
+    code: str
+    score: float  # sum of the code tokens' log-probabilities
+
+
+def generation_config(tokenizer, levels: int, beams: int, k: int) -> GenerationConfig:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return GenerationConfig(
+        max_new_tokens=levels, min_new_tokens=levels, num_beams=beams, num_return_sequences=min(k, beams),
+        do_sample=False, temperature=None, top_k=None, top_p=None, length_penalty=0.0, early_stopping=True,
+        output_scores=True, return_dict_in_generate=True, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+@torch.no_grad()
+def recommend_batch(
+    model, tokenizer, index: ItemIndex, trie: CodeTrie, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20
+) -> list[list[Recommendation]]:
+    """Top-``k`` items per history (lists of item keys), best first."""
+    if k > beams:
+        raise ValueError(f"k={k} needs at least as many beams (got {beams})")
+    prompts = [seqrec_prompt(index, h) for h in histories]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generated tokens must all start at the same column
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    enc = {name: t.to(model.device) for name, t in enc.items()}
+    width = enc["input_ids"].shape[1]
+    out = model.generate(
+        **enc, generation_config=generation_config(tokenizer, index.levels, beams, k),
+        prefix_allowed_tokens_fn=lambda _, ids: trie.allowed_token_ids(ids[width:].tolist()),
+    )
+    per_user = min(k, beams)
+    codes = out.sequences[:, width : width + index.levels].cpu()
+    scores = out.sequences_scores.float().cpu()
+    results: list[list[Recommendation]] = []
+    for user in range(len(histories)):
+        ranked = []
+        for row in range(user * per_user, (user + 1) * per_user):
+            values = [trie.value_of_token.get(int(t), -1) for t in codes[row]]
+            key = index.key_of_code(values)
+            if key is not None:
+                ranked.append(Recommendation(key, index.text_of(key), float(scores[row])))
+        results.append(ranked)
+    return results

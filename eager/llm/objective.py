@@ -1,0 +1,44 @@
+"""The training objective: L = L_LM (response tokens only) + w·L_sem + w·L_beh (GCT, seqrec only)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from eager.llm.batching import IGNORE, Batch
+from eager.llm.gct import DecompressionProjectors, GCTConfig
+
+
+def causal_lm(model):
+    """The underlying *ForCausalLM, through a peft wrapper if there is one (LoRA layers stay in)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def last_hidden(model, batch: Batch) -> torch.Tensor:
+    """Final-layer (post-norm) hidden states, without computing logits for every position."""
+    lm = causal_lm(model)
+    return lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+
+
+def compute_loss(
+    model,
+    batch: Batch,
+    projectors: DecompressionProjectors | None = None,
+    gct: GCTConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    hidden = last_hidden(model, batch)
+    # Next-token loss only where there is a label: project just those positions to the vocabulary.
+    shifted = batch.labels[:, 1:]
+    where = shifted != IGNORE
+    logits = causal_lm(model).lm_head(hidden[:, :-1][where])
+    lm_loss = F.cross_entropy(logits.float(), shifted[where])
+    out = {"lm": lm_loss, "loss": lm_loss}
+    if projectors is not None and gct is not None and gct.weight > 0 and bool(batch.gct_mask.any()):
+        rows = torch.nonzero(batch.gct_mask).squeeze(1)
+        summary = hidden[rows, batch.summary_index[rows]]
+        losses = projectors(summary, batch.targets[rows], gct, generator)
+        for name, value in losses.items():
+            out[name] = value
+            out["loss"] = out["loss"] + gct.weight * value
+    return out

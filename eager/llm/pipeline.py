@@ -1,0 +1,165 @@
+"""``eager train`` / ``eager eval --checkpoint`` / ``eager recommend``: whole runs as functions."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from eager.data.dataset import InteractionData
+from eager.data.split import eval_cases
+from eager.eval.harness import evaluate_rankings
+from eager.index.build import IndexConfig, build_index, index_dir, load_behaviour, behaviour_dir, semantic_cache_dir
+from eager.index.item_index import INDEX_FILE, ItemIndex
+from eager.embeddings.semantic import semantic_embeddings
+from eager.llm.backbone import load_backbone, resolve_backbone_source
+from eager.llm.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    LoadedModel,
+    load_checkpoint,
+    save_stage,
+    write_manifest,
+)
+from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.gct import DecompressionProjectors
+from eager.llm.recipes import TrainRecipe, Variant, with_gct
+from eager.llm.setup import prepare_backbone
+from eager.llm.tasks import build_samples
+from eager.llm.train import gct_tables, make_logger, train_stage
+from eager.utils import artifacts_root
+
+
+def variant_index(data: InteractionData, variant: Variant, artifacts, encoder: str = "minilm", progress=True) -> ItemIndex:
+    """The variant's item index from the artifacts, built (and saved) there if missing."""
+    config = IndexConfig(source=variant.index_source, encoder=encoder)
+    folder = index_dir(artifacts, data, config)
+    if (folder / INDEX_FILE).exists():
+        return ItemIndex.load(folder)
+    index = build_index(data, config, artifacts, progress=progress)
+    index.save(folder)
+    return index
+
+
+def embedding_tables(data: InteractionData, artifacts, encoder: str = "minilm", progress=True) -> dict[str, np.ndarray]:
+    root = artifacts_root(artifacts)
+    return {
+        "semantic": semantic_embeddings(data, encoder, semantic_cache_dir(root, data, encoder), progress=progress),
+        "behaviour": load_behaviour(data, behaviour_dir(root, data)),
+    }
+
+
+def train_variant(
+    data: InteractionData,
+    variant: Variant,
+    recipe: TrainRecipe,
+    out_dir: str | Path,
+    artifacts: str | Path | None = None,
+    base: str | Path | None = None,
+    max_users: int | None = None,
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+    index: ItemIndex | None = None,
+    tables: dict[str, np.ndarray] | None = None,
+) -> dict:
+    """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests)."""
+    out = Path(out_dir)
+    work = out / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    log = make_logger(work / "train_log.jsonl", progress)
+    recipe = with_gct(recipe, variant)
+    started = time.monotonic()
+    index = index or variant_index(data, variant, artifacts, progress=progress)
+    if model is None:
+        model, tokenizer = load_backbone(base)
+    vocab = prepare_backbone(model, tokenizer, index, recipe.token_init, data)
+    trie = CodeTrie(index, vocab)
+    users = None
+    if max_users:
+        users = sorted(random.Random(recipe.seed).sample(range(data.num_users), min(max_users, data.num_users)))
+    projectors = None
+    if variant.use_gct:
+        tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
+        projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables))
+
+    stages = []
+    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users)
+    model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
+                                             recipe, projectors, work, log, progress)
+    save_stage(out, "stage1", lora1, rows1)
+    stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
+    model = model.merge_and_unload()
+    if variant.use_aat:
+        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users)
+        model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
+                                                 recipe.stage2, recipe, None, work, log, progress)
+        save_stage(out, "stage2", lora2, rows2)
+        stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
+    index.save(out)
+    backbone = str(base) if base else resolve_backbone_source(None).name
+    config = {
+        "dataset": data.name, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
+        "backbone_override": str(base) if base else None, "vocab_size": len(tokenizer),
+        "max_users": max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
+        "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    last = stages[-1]["best"]
+    metrics = {"selection": {"split": "valid", "users": recipe.eval_users, **last},
+               "history": [r for s in stages for r in s["history"]]}
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True) if not progress else None
+    write_manifest(out)
+    return {"out": str(out), **config, "selection": metrics["selection"]}
+
+
+def evaluate_checkpoint(
+    loaded: LoadedModel,
+    data: InteractionData,
+    split: str,
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    beams: int = 20,
+    k: int = 20,
+) -> dict:
+    """Constrained beam search for every (or the first ``limit``) user of ``split``, via the harness."""
+    from tqdm.auto import tqdm
+
+    max_history = loaded.config.get("recipe", {}).get("max_history", 20)
+    cases = eval_cases(data, split, max_history)
+    if limit:
+        cases = cases[:limit]
+    batch_size = batch_size or (64 if next(loaded.model.parameters()).is_cuda else 8)
+    keys = data.item_keys
+    rankings = {}
+    for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}"):
+        chunk = cases[start : start + batch_size]
+        recs = recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie,
+                               [[keys[i] for i in c.history] for c in chunk], k=min(k, beams), beams=beams)
+        for case, rec in zip(chunk, recs):
+            rankings[data.user_keys[case.user]] = [r.key for r in rec]
+    # Score only the users we ran (a --limit run is a partial evaluation, said so in the report).
+    subset = replace(data, sequences=[data.sequences[c.user] for c in cases],
+                     user_keys=[data.user_keys[c.user] for c in cases])
+    return evaluate_rankings(subset, split, rankings, model=f"eager/{loaded.config['variant']['name']}",
+                             config=loaded.config, out_dir=out_dir, max_history=max_history,
+                             extra={"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)})
+
+
+def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence[str], k: int = 10, beams: int = 20):
+    """Recommendations for one history of item keys (unknown keys raise a KeyError naming them)."""
+    if not history:
+        raise ValueError("the history is empty: give at least one item key")
+    data.indices_of(list(history))  # clear error for unknown keys
+    for key in history:
+        loaded.index.row(key)
+    return recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, [list(history)[-20:]], k, max(k, beams))[0]

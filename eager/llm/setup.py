@@ -1,0 +1,68 @@
+"""Assemble a trainable model: backbone + code tokens + LoRA, and put stage weights back on load."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from eager.data.dataset import InteractionData
+from eager.index.item_index import ItemIndex
+from eager.llm.code_tokens import CodeVocabulary, add_code_tokens
+from eager.llm.recipes import LoraSettings
+
+
+def first_code_row(model, vocab: CodeVocabulary) -> int:
+    """Code tokens are appended after the base vocabulary, so they are one contiguous block."""
+    ids = vocab.all_ids()
+    start, end = int(ids.min()), int(ids.max()) + 1
+    if end - start != len(ids) or end != model.get_input_embeddings().weight.shape[0]:
+        raise RuntimeError("code tokens are expected to be the last, contiguous rows of the embedding table")
+    return start
+
+
+def prepare_backbone(model, tokenizer, index: ItemIndex, token_init: str, data: InteractionData | None):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    vocab = add_code_tokens(model, tokenizer, index, token_init, data)
+    return vocab
+
+
+def attach_lora(model, settings: LoraSettings):
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.targets), bias="none", task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def train_only_code_rows(model, first_row: int) -> torch.nn.Parameter:
+    """Make the (tied) embedding trainable but let gradients reach only the code-token rows."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(True)
+
+    def keep_new_rows(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[:first_row] = 0
+        return grad
+
+    weight.register_hook(keep_new_rows)
+    return weight
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    """The LoRA A/B matrices of a peft model, with peft's own key names."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items() if "lora_" in k}
+
+
+def load_lora_and_merge(model, settings: LoraSettings, state: dict[str, torch.Tensor]):
+    """Re-create a stage's LoRA on ``model``, load its weights and fold them into the base."""
+    from peft import set_peft_model_state_dict
+
+    peft_model = attach_lora(model, settings)
+    result = set_peft_model_state_dict(peft_model, state)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise RuntimeError(f"checkpoint lacks LoRA weights such as {missing[0]}")
+    return peft_model.merge_and_unload()

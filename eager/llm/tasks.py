@@ -1,0 +1,125 @@
+"""Instruction tasks in LC-Rec's style: seqrec, item2index, index2item, fusionseqrec.
+
+Every sample is (prompt, response, task, target item row). The prompt is LC-Rec's wrapper around
+one of several instruction templates; the loss is taken on the response only. Evaluation always
+uses one fixed seqrec template (:data:`EVAL_TEMPLATE`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from eager.data.dataset import InteractionData
+from eager.data.split import DEFAULT_MAX_HISTORY, train_sequences
+from eager.index.item_index import ItemIndex
+
+WRAPPER = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{instruction}\n\n### Response:"
+)
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "seqrec": (
+        "The user has interacted with items {history} in chronological order. Can you predict the next possible item that the user may expect?",
+        "Here is the purchase history of a user: {history}. Predict the next item the user is likely to buy.",
+        "Given the items the user bought so far, {history}, which item will the user choose next?",
+        "Based on the user's historical interactions {history}, recommend the next item.",
+    ),
+    "item2index": (
+        "Which item has the title: {title}?",
+        "An item is called \"{title}\". What is its item index?",
+        "Give the index of the item titled {title}.",
+    ),
+    "index2item": (
+        "What is the title of item {item}?",
+        "Item {item}: what is it called?",
+        "Tell me the title of the item with index {item}.",
+    ),
+    "fusion_title_out": (
+        "The user has sequentially interacted with items {history}. Can you recommend the next item? Tell me the title of the item.",
+        "From the interaction history {history}, what is the title of the item the user will buy next?",
+    ),
+    "fusion_index_out": (
+        "Given the titles of the items the user interacted with, {titles}, can you recommend a suitable next item for the user?",
+        "The user bought, in order: {titles}. Which item should be recommended next?",
+    ),
+}
+EVAL_TEMPLATE = TEMPLATES["seqrec"][0]
+TASKS = ("seqrec", "item2index", "index2item", "fusionseqrec")
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt: str
+    response: str
+    task: str
+    target: int  # row in the index of the item the response names (-1: none)
+
+
+def wrap(instruction: str) -> str:
+    return WRAPPER.format(instruction=instruction)
+
+
+def history_text(index: ItemIndex, keys: Sequence[str]) -> str:
+    return ", ".join(index.text_of(k) for k in keys)
+
+
+def seqrec_prompt(index: ItemIndex, history_keys: Sequence[str], template: str = EVAL_TEMPLATE) -> str:
+    return wrap(template.format(history=history_text(index, history_keys)))
+
+
+def _prefix_pairs(sequences: Iterable[np.ndarray], max_history: int):
+    """Every (history, next) pair inside each train sequence: every prefix is a sample."""
+    for seq in sequences:
+        for pos in range(1, len(seq)):
+            yield seq[max(0, pos - max_history) : pos], int(seq[pos])
+
+
+def build_samples(
+    data: InteractionData,
+    index: ItemIndex,
+    tasks: Sequence[str] = TASKS,
+    max_history: int = DEFAULT_MAX_HISTORY,
+    seed: int = 0,
+    users: Sequence[int] | None = None,
+) -> list[Sample]:
+    """Training samples from the train split only (the last two items of every user stay unseen)."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
+    rng = random.Random(seed)
+    keys, titles = data.item_keys, data.titles
+    row_of = [index.row(k) for k in keys]
+    sequences = train_sequences(data)
+    if users is not None:
+        sequences = [sequences[u] for u in users]
+    samples: list[Sample] = []
+    if "seqrec" in tasks:
+        for history, target in _prefix_pairs(sequences, max_history):
+            prompt = wrap(rng.choice(TEMPLATES["seqrec"]).format(history=history_text(index, [keys[i] for i in history])))
+            samples.append(Sample(prompt, index.text_of(keys[target]), "seqrec", row_of[target]))
+    with_title = [i for i in range(data.num_items) if titles[i].strip()]
+    if "item2index" in tasks:
+        for i in with_title:
+            prompt = wrap(rng.choice(TEMPLATES["item2index"]).format(title=titles[i]))
+            samples.append(Sample(prompt, index.text_of(keys[i]), "item2index", row_of[i]))
+    if "index2item" in tasks:
+        for i in with_title:
+            prompt = wrap(rng.choice(TEMPLATES["index2item"]).format(item=index.text_of(keys[i])))
+            samples.append(Sample(prompt, titles[i], "index2item", row_of[i]))
+    if "fusionseqrec" in tasks:
+        for history, target in _prefix_pairs(sequences, max_history):
+            hist_keys = [keys[i] for i in history]
+            if rng.random() < 0.5 and titles[target].strip():
+                prompt = wrap(rng.choice(TEMPLATES["fusion_title_out"]).format(history=history_text(index, hist_keys)))
+                samples.append(Sample(prompt, titles[target], "fusionseqrec", row_of[target]))
+            else:
+                hist_titles = ", ".join(f'"{titles[i]}"' for i in history if titles[i].strip())
+                prompt = wrap(rng.choice(TEMPLATES["fusion_index_out"]).format(titles=hist_titles))
+                samples.append(Sample(prompt, index.text_of(keys[target]), "fusionseqrec", row_of[target]))
+    rng.shuffle(samples)
+    return samples

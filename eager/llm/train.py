@@ -1,0 +1,203 @@
+"""Stage 1 (multi-task alignment + GCT) and stage 2 (AAT, the annealing adapter) training.
+
+One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the code-token rows and
+the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU; the
+epoch kept is the one with the best validation NDCG@10 on a fixed subset of validation users;
+the state is written after every epoch so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from eager.data.dataset import InteractionData
+from eager.data.split import eval_cases
+from eager.eval.metrics import metrics_from_ranks, target_rank
+from eager.index.item_index import ItemIndex
+from eager.llm.batching import collate
+from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.gct import DecompressionProjectors, GCTConfig
+from eager.llm.objective import compute_loss
+from eager.llm.recipes import StageConfig, TrainRecipe
+from eager.llm.setup import attach_lora, first_code_row, lora_state, train_only_code_rows
+from eager.llm.tasks import Sample
+from eager.utils import seed_everything
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
+    """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
+    model.eval()
+    keys = data.item_keys
+    ranks = []
+    for start in range(0, len(cases), batch_size):
+        chunk = cases[start : start + batch_size]
+        recs = recommend_batch(model, tokenizer, index, trie, [[keys[i] for i in c.history] for c in chunk],
+                               k=min(10, beams), beams=beams)
+        ranks += [target_rank([r.key for r in rec], keys[c.target]) for rec, c in zip(recs, chunk)]
+    return metrics_from_ranks(ranks, (10,))
+
+
+def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
+    cases = eval_cases(data, "valid", recipe.max_history)
+    rng = random.Random(recipe.seed)
+    return sorted(rng.sample(cases, min(recipe.eval_users, len(cases))), key=lambda c: c.user)
+
+
+def train_stage(
+    stage_name: str,
+    model,
+    tokenizer,
+    index: ItemIndex,
+    trie: CodeTrie,
+    data: InteractionData,
+    samples: Sequence[Sample],
+    stage: StageConfig,
+    recipe: TrainRecipe,
+    projectors: DecompressionProjectors | None,
+    work_dir: Path,
+    log: Callable[[dict], None],
+    progress: bool = True,
+):
+    """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history)."""
+    device = pick_device()
+    seed_everything(recipe.seed)
+    if stage.full_finetune:
+        raise NotImplementedError("full fine-tuning is the paper's 7B recipe; our checkpoints are LoRA + code rows")
+    first_row = first_code_row(model, trie.vocab)
+    model = attach_lora(model, stage.lora)
+    rows = train_only_code_rows(model, first_row)
+    model.to(device)
+    if projectors is not None:
+        projectors.to(device)
+    lora_params = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    groups = [
+        {"params": lora_params, "weight_decay": stage.weight_decay},
+        {"params": [rows], "weight_decay": 0.0},  # decay would also shrink the frozen base rows
+    ]
+    if projectors is not None:
+        groups.append({"params": list(projectors.parameters()), "weight_decay": stage.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, fused=device.type == "cuda")
+    steps_per_epoch = math.ceil(len(samples) / stage.batch_size)
+    epochs = max(1, math.ceil(stage.epochs))
+    total = steps_per_epoch * epochs
+    if stage.max_steps:
+        total = min(total, stage.max_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(stage.warmup_ratio * total), total)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    gct = recipe.gct if projectors is not None else None
+    cases = selection_cases(data, recipe)
+    eval_batch = 64 if device.type == "cuda" else 8
+
+    state_file = work_dir / f"{stage_name}_state.pt"
+    start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
+    best_lora, best_rows = None, None
+    if state_file.exists():  # resume
+        saved = torch.load(state_file, weights_only=False)
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, saved["lora"])
+        with torch.no_grad():
+            rows[first_row:] = saved["rows"].to(rows.device)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if projectors is not None and saved.get("projectors"):
+            projectors.load_state_dict(saved["projectors"])
+        start_epoch, step, history, best = saved["epoch"], saved["step"], saved["history"], saved["best"]
+        best_lora, best_rows = saved["best_lora"], saved["best_rows"]
+        generator.set_state(saved["generator"])
+        log({"stage": stage_name, "resumed_at_epoch": start_epoch})
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and recipe.bf16 else None
+    for epoch in range(start_epoch, epochs):
+        if step >= total:
+            break
+        model.train()
+        order = torch.randperm(len(samples), generator=generator).tolist()
+        started, tokens, sums, count = time.monotonic(), 0, {}, 0
+        bar = tqdm(range(0, len(order), stage.batch_size), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        for start in bar:
+            if step >= total:
+                break
+            batch = collate(tokenizer, [samples[i] for i in order[start : start + stage.batch_size]], recipe.max_len)
+            batch = batch.to(device)
+            if autocast:
+                with autocast:
+                    losses = compute_loss(model, batch, projectors, gct, generator)
+            else:
+                losses = compute_loss(model, batch, projectors, gct, generator)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            scheduler.step()
+            step, tokens, count = step + 1, tokens + batch.tokens, count + 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+        seconds = time.monotonic() - started
+        metrics = validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
+        record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9)),
+                  **{f"loss_{k}": v / max(count, 1) for k, v in sums.items()},
+                  **{f"valid_{k}": v for k, v in metrics.items()}}
+        if metrics["ndcg@10"] > best["ndcg@10"]:
+            best = {**metrics, "epoch": epoch + 1}
+            best_lora = lora_state(model)
+            best_rows = rows[first_row:].detach().cpu().clone()
+            record["best"] = True
+        history.append(record)
+        log(record)
+        torch.save({
+            "lora": lora_state(model), "rows": rows[first_row:].detach().cpu(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "projectors": projectors.state_dict() if projectors else None,
+            "epoch": epoch + 1, "step": step, "history": history, "best": best, "best_lora": best_lora,
+            "best_rows": best_rows, "generator": generator.get_state(),
+        }, state_file)
+
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, best_lora)
+    with torch.no_grad():
+        rows[first_row:] = best_rows.to(rows.device)
+    return model, best_lora, best_rows, {"history": history, "best": best}
+
+
+def make_logger(path: Path, echo: bool) -> Callable[[dict], None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if echo:
+            tqdm.write(json.dumps(record))
+
+    return log
+
+
+def gct_tables(index: ItemIndex, data: InteractionData, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Embedding tables re-ordered to the index's row order (what GCT targets refer to)."""
+    order = data.indices_of(index.keys)
+    return {name: np.asarray(t)[order] for name, t in tables.items()}
+
+
+def describe(recipe: TrainRecipe) -> dict:
+    return asdict(recipe)
+
+
+__all__ = ["GCTConfig", "describe", "gct_tables", "make_logger", "train_stage", "validation_score"]

@@ -1,0 +1,183 @@
+"""The training stack on a tiny random Llama with the real tokenizer and a 50-item catalogue."""
+
+import json
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from eager.index.balanced_kmeans import BalancedKMeansConfig
+from eager.index.build import IndexConfig, build_index
+from eager.llm.backbone import default_gguf
+from eager.llm.batching import IGNORE, collate
+from eager.llm.checkpoint import CheckpointError, load_checkpoint
+from eager.llm.code_tokens import add_code_tokens
+from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.gct import DecompressionProjectors, GCTConfig
+from eager.llm.objective import compute_loss
+from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
+from eager.llm.recipes import SMOKE_RECIPE, StageConfig, get_variant
+from eager.llm.tasks import build_samples
+from eager.llm.train import train_stage
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_dir(tmp_root):
+    gguf = default_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.save_pretrained(tmp_root)
+    return tmp_root
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A saved tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer."""
+    root = tmp_path_factory.mktemp("tiny_base")
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(str(root)))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    LlamaForCausalLM(config).save_pretrained(root)
+    return root
+
+
+def _tiny(base_dir):
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = LlamaForCausalLM.from_pretrained(base_dir)
+    return model, tok
+
+
+def _embeddings(data):
+    n = data.num_items
+    rng = np.random.default_rng(0)
+    sem = np.stack([np.arange(n) % 2, np.arange(n) % 3], 1) + 0.1 * rng.normal(size=(n, 2))
+    angle = 2 * np.pi * np.arange(n) / n
+    return {"semantic": sem.astype(np.float32), "behaviour": np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32)}
+
+
+def _index(data, source="dual"):
+    emb = _embeddings(data)
+    use = {"dual": emb, "semantic": {"semantic": emb["semantic"]}}[source]
+    return build_index(data, IndexConfig(source=source, kmeans=BalancedKMeansConfig(k=8)), embeddings=use)
+
+
+def test_code_tokens_are_atomic_and_labels_cover_the_response(cyclic_data, base_dir):
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    vocab = add_code_tokens(model, tok, index, "text", cyclic_data)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    code = index.text_of("I005")
+    assert tok(code, add_special_tokens=False)["input_ids"] == vocab.ids_for(index.code_of("I005")).tolist()
+    samples = build_samples(cyclic_data, index, ("seqrec", "index2item"))
+    assert {s.task for s in samples} == {"seqrec", "index2item"}
+    # Every prefix of every train sequence is a seqrec sample (8 items → 6 train → 5 samples per user).
+    assert sum(s.task == "seqrec" for s in samples) == 5 * cyclic_data.num_users
+    batch = collate(tok, samples[:4], 256)
+    for row, s in enumerate(samples[:4]):
+        labelled = batch.labels[row][batch.labels[row] != IGNORE].tolist()
+        assert labelled == tok(s.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert batch.input_ids[row, batch.summary_index[row]] == tok.eos_token_id
+
+
+def test_gct_gradients_reach_projectors_and_model(cyclic_data, base_dir):
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    add_code_tokens(model, tok, index, "mean", cyclic_data)
+    projectors = DecompressionProjectors(32, _embeddings(cyclic_data))
+    samples = [s for s in build_samples(cyclic_data, index, ("seqrec",))][:8]
+    out = compute_loss(model, collate(tok, samples, 256), projectors, GCTConfig(negatives=16))
+    assert set(out) == {"loss", "lm", "semantic", "behaviour"}
+    (out["semantic"] + out["behaviour"]).backward()
+    assert projectors.heads["semantic"].weight.grad.abs().sum() > 0
+    assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_trie_allows_only_real_codes(cyclic_data, base_dir):
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    vocab = add_code_tokens(model, tok, index, "mean", cyclic_data)
+    trie = CodeTrie(index, vocab)
+    # Every non-final node has a non-empty allowed set (by construction of the trie).
+    for node in range(len(trie.next_node)):
+        if trie.depth_of[node] < index.levels:
+            assert len(trie.allowed_values(node)) > 0
+    first = index.code_of("I000")
+    ids = vocab.ids_for(first).tolist()
+    assert ids[1] in trie.allowed_token_ids(ids[:1])
+    assert trie.allowed_token_ids(ids) == []
+    recs = recommend_batch(model, tok, index, trie, [["I001", "I002"], ["I010"]], k=5, beams=8)
+    assert all(len(r) == 5 for r in recs)
+    assert all(r.key in index.keys for rec in recs for r in rec)
+    assert all(a.score >= b.score for rec in recs for a, b in zip(rec, rec[1:]))
+
+
+TEST_RECIPE = replace(
+    SMOKE_RECIPE,
+    stage1=replace(SMOKE_RECIPE.stage1, tasks=("seqrec", "item2index"), epochs=2, lr=1e-2, max_steps=30),
+    stage2=replace(SMOKE_RECIPE.stage2, epochs=1, lr=1e-2, max_steps=8),
+    eval_users=12, eval_beams=10,
+)
+
+
+def test_stage_trains_only_lora_and_code_rows(cyclic_data, base_dir, tmp_path):
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    vocab = add_code_tokens(model, tok, index, "text", cyclic_data)
+    trie = CodeTrie(index, vocab)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    first = int(vocab.all_ids().min())
+    samples = build_samples(cyclic_data, index, ("seqrec",))
+    stage = replace(TEST_RECIPE.stage2, max_steps=3)
+    trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage,
+                                            TEST_RECIPE, None, tmp_path, lambda r: None, progress=False)
+    assert lora and all("lora_" in k for k in lora)
+    emb = trained.get_input_embeddings().weight
+    assert torch.equal(emb[:first], before["model.embed_tokens.weight"][:first])  # base vocabulary untouched
+    assert not torch.equal(emb[first:], before["model.embed_tokens.weight"][first:])  # code rows learned
+    checked = 0
+    for name, value in trained.named_parameters():
+        if "lora_" in name or "embed_tokens" in name:
+            continue
+        original = name.replace("base_model.model.", "", 1).replace(".base_layer", "")
+        assert torch.equal(value, before[original]), f"{original} changed in stage 2"
+        checked += 1
+    assert checked == len(before) - 1  # every base weight but the (tied) embedding was compared
+
+
+def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
+    model, tok = _tiny(base_dir)
+    out = tmp_path / "ckpt"
+    result = train_variant(cyclic_data, get_variant("full"), TEST_RECIPE, out, base=str(base_dir), progress=False,
+                           model=model, tokenizer=tok, index=_index(cyclic_data), tables=_embeddings(cyclic_data))
+    files = {p.name for p in out.iterdir()}
+    assert {"stage1.safetensors", "stage2.safetensors", "index.json", "config.json", "metrics.json", "manifest.json"} <= files
+    assert sum(p.stat().st_size for p in out.iterdir()) < 12 * 2**20
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    s1 = [h["loss_lm"] for h in history if h["stage"] == "stage1"]
+    assert len(s1) == 2 and s1[-1] < s1[0]  # the loss falls
+    assert {"loss_semantic", "loss_behaviour"} <= set(history[0])
+    assert result["selection"]["users"] == 12
+
+    loaded = load_checkpoint(out)
+    report = evaluate_checkpoint(loaded, cyclic_data, "test", limit=16, beams=10, k=10)
+    assert report["invalid_rate"] == 0 and report["users"] == 16 and report["missing_users"] == 0
+    recs = recommend_keys(loaded, cyclic_data, ["I001", "I002", "I003"], k=5)
+    assert len(recs) == 5 and all(r.key in cyclic_data.key_to_index() for r in recs)
+    with pytest.raises(KeyError, match="nope"):
+        recommend_keys(loaded, cyclic_data, ["I001", "nope"], k=5)
+    with pytest.raises(ValueError, match="empty"):
+        recommend_keys(loaded, cyclic_data, [], k=5)
+
+    # The exported weights are bf16: a reload reproduces the loaded model's logits exactly.
+    again = load_checkpoint(out)
+    ids = tok(loaded.index.text_of("I004"), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(ids).logits, again.model(ids).logits, atol=1e-5)
+    (out / "stage1.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(out)
