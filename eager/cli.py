@@ -77,10 +77,64 @@ def cmd_baseline(args) -> None:
     _print(payload, args.json)
 
 
+def cmd_train(args) -> None:
+    from eager.data import load_dataset
+    from eager.llm.pipeline import train_variant
+    from eager.llm.recipes import get_recipe, get_variant
+
+    recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
+    if args.max_steps:
+        from dataclasses import replace
+
+        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=args.max_steps),
+                         stage2=replace(recipe.stage2, max_steps=args.max_steps))
+    if args.eval_users:
+        from dataclasses import replace
+
+        recipe = replace(recipe, eval_users=args.eval_users)
+    data = load_dataset(args.dataset, args.data_root)
+    out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
+    result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json)
+    _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
+
+
+def cmd_recommend(args) -> None:
+    from eager.data import load_dataset
+    from eager.llm.checkpoint import load_checkpoint
+    from eager.llm.pipeline import recommend_keys
+
+    loaded = load_checkpoint(args.checkpoint, args.dtype, args.base)
+    data = load_dataset(loaded.config["dataset"], args.data_root)
+    history = [k.strip() for k in args.history.split(",") if k.strip()]
+    recs = recommend_keys(loaded, data, history, args.k, args.beams)
+    titles = dict(zip(data.item_keys, data.titles))
+    rows = [{"rank": r + 1, "key": x.key, "code": x.code, "score": round(x.score, 4), "title": titles.get(x.key, "")}
+            for r, x in enumerate(recs)]
+    if args.json:
+        print(json.dumps({"history": history, "recommendations": rows}))
+    else:
+        for row in rows:
+            print(f"{row['rank']:>2}. {row['key']}  {row['code']}  {row['score']:.3f}  {row['title']}")
+
+
 def cmd_eval(args) -> None:
     from eager.data import load_dataset
     from eager.eval.harness import evaluate_rankings, read_rankings
 
+    if args.checkpoint:
+        from eager.llm.checkpoint import load_checkpoint
+        from eager.llm.pipeline import evaluate_checkpoint
+
+        loaded = load_checkpoint(args.checkpoint, args.dtype, args.base)
+        data = load_dataset(loaded.config["dataset"], args.data_root)
+        out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
+                              f"{Path(args.checkpoint).name}-{args.split}-{args.dtype}")
+        report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams)
+        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
+        _print({k: report[k] for k in keys} | {"out": out}, args.json)
+        return
+    if not (args.dataset and args.rankings):
+        raise ValueError("eager eval needs --checkpoint DIR, or --dataset NAME with --rankings FILE.jsonl")
     data = load_dataset(args.dataset, args.data_root)
     rankings = read_rankings(args.rankings)
     report = evaluate_rankings(data, args.split, rankings, model=args.model, out_dir=args.out,
@@ -159,10 +213,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_artifacts(build)
     build.set_defaults(func=cmd_index_build)
 
-    evaluate = stages.add_parser("eval", help="score any model's ranked item keys with the shared harness")
-    evaluate.add_argument("--dataset", required=True)
+    train = stages.add_parser("train", help="train an EAGER-LLM variant and export its checkpoint")
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--variant", default="full", help="full, wo_dki, wo_gct or wo_aat")
+    train.add_argument("--recipe", default="smollm2", help="smollm2 (ours), paper (reference) or smoke")
+    train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
+    train.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
+    train.add_argument("--eval-users", type=int, help="validation users for model selection")
+    train.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
+    train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
+    train.add_argument("--json", action="store_true")
+    _add_data_root(train)
+    _add_artifacts(train)
+    train.set_defaults(func=cmd_train)
+
+    recommend = stages.add_parser("recommend", help="top-k items for a history of item keys")
+    recommend.add_argument("--checkpoint", required=True)
+    recommend.add_argument("--history", required=True, help="comma-separated item keys, oldest first")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--beams", type=int, default=20)
+    recommend.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
+    recommend.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+    recommend.add_argument("--json", action="store_true")
+    _add_data_root(recommend)
+    recommend.set_defaults(func=cmd_recommend)
+
+    evaluate = stages.add_parser("eval", help="evaluate a checkpoint, or score any model's ranked item keys")
+    evaluate.add_argument("--checkpoint", help="an eager checkpoint folder (beam search over the code trie)")
+    evaluate.add_argument("--dataset", help="with --rankings: the dataset the rankings are for")
     evaluate.add_argument("--split", choices=["valid", "test"], default="test")
-    evaluate.add_argument("--rankings", required=True, help='jsonl of {"user": key, "ranked": [item keys]}')
+    evaluate.add_argument("--rankings", help='jsonl of {"user": key, "ranked": [item keys]}')
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
+    evaluate.add_argument("--beams", type=int, default=20)
+    evaluate.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
+    evaluate.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+    _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")
     evaluate.add_argument("--out", help="write predictions.jsonl and metrics.json here")
     evaluate.add_argument("--json", action="store_true")
@@ -175,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, KeyError, ValueError, PermissionError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, ValueError, PermissionError, RuntimeError, NotImplementedError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"eager: error: {message}", file=sys.stderr)
         return 2

@@ -107,7 +107,8 @@ class BackboneMeanPoolEncoder:
                 [texts[i] or " " for i in idx], return_tensors="pt", padding=True, truncation=True,
                 max_length=self.max_tokens,
             )
-            hidden = self.model(**batch, output_hidden_states=True).hidden_states[-1]
+            # The decoder alone: its last (normed) layer is what we pool; no vocabulary logits.
+            hidden = self.model.get_decoder()(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out[idx] = pooled.float().numpy()
