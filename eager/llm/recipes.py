@@ -72,7 +72,18 @@ SMOKE_RECIPE = TrainRecipe(
     max_len=256, eval_users=100, eval_beams=10,
 )
 
-RECIPES = {r.name: r for r in (PAPER_RECIPE, SMOLLM2_RECIPE, SMOKE_RECIPE)}
+# A bounded run of the real backbone on two CPU cores (about half an hour on a small dataset):
+# the check that the whole path learns something real, not a recipe for good numbers.
+CPU_RECIPE = TrainRecipe(
+    name="cpu",
+    stage1=StageConfig(tasks=("seqrec", "item2index"), epochs=1, lr=2e-3, batch_size=16, max_steps=500,
+                       warmup_ratio=0.05),
+    stage2=StageConfig(tasks=("seqrec",), epochs=1, lr=1e-3, batch_size=16, max_steps=150, warmup_ratio=0.05),
+    gct=GCTConfig(negatives=512),
+    max_len=256, eval_users=200,
+)
+
+RECIPES = {r.name: r for r in (PAPER_RECIPE, SMOLLM2_RECIPE, SMOKE_RECIPE, CPU_RECIPE)}
 
 
 @dataclass(frozen=True)
