@@ -1,7 +1,6 @@
 """Metrics on hand-computed cases and the harness's files."""
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from hypothesis import strategies as st
 
 from eager.data.split import eval_cases, train_sequences
 from eager.eval import evaluate_rankings, metrics_from_ranks, rankings_from_scores, read_rankings, target_rank
-from eager.cli import main
 
 
 def test_hand_computed_metrics():

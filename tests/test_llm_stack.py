@@ -19,7 +19,7 @@ from eager.llm.decode import CodeTrie, recommend_batch
 from eager.llm.gct import DecompressionProjectors, GCTConfig
 from eager.llm.objective import compute_loss
 from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
-from eager.llm.recipes import SMOKE_RECIPE, StageConfig, get_variant
+from eager.llm.recipes import SMOKE_RECIPE, get_variant
 from eager.llm.tasks import build_samples
 from eager.llm.train import train_stage
 
@@ -152,7 +152,8 @@ def test_stage_trains_only_lora_and_code_rows(cyclic_data, base_dir, tmp_path):
 def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
     model, tok = _tiny(base_dir)
     out = tmp_path / "ckpt"
-    result = train_variant(cyclic_data, get_variant("full"), TEST_RECIPE, out, base=str(base_dir), progress=False,
+    result = train_variant(cyclic_data, get_variant("full"), TEST_RECIPE, out, tmp_path / "artifacts",
+                           base=str(base_dir), progress=False,
                            model=model, tokenizer=tok, index=_index(cyclic_data), tables=_embeddings(cyclic_data))
     files = {p.name for p in out.iterdir()}
     assert {"stage1.safetensors", "stage2.safetensors", "index.json", "config.json", "metrics.json", "manifest.json"} <= files

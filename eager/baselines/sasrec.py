@@ -180,7 +180,6 @@ def train_sasrec(
 ) -> tuple[SASRec, dict]:
     """Train on the train split, pick the epoch by validation NDCG@10; return model + history."""
     seed_everything(config.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     generator = torch.Generator().manual_seed(config.seed)
     model = SASRec(data.num_items, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

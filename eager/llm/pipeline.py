@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
@@ -24,7 +22,6 @@ from eager.llm.checkpoint import (
     CONFIG_FILE,
     METRICS_FILE,
     LoadedModel,
-    load_checkpoint,
     save_stage,
     write_manifest,
 )
@@ -72,8 +69,10 @@ def train_variant(
 ) -> dict:
     """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests)."""
     out = Path(out_dir)
-    work = out / "_work"
+    # Resumable state and logs live beside the artifacts, never inside the (git-tracked) checkpoint.
+    work = artifacts_root(artifacts) / data.name / "train" / f"{variant.name}-{recipe.name}"
     work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     log = make_logger(work / "train_log.jsonl", progress)
     recipe = with_gct(recipe, variant)
     started = time.monotonic()
@@ -116,8 +115,9 @@ def train_variant(
     metrics = {"selection": {"split": "valid", "users": recipe.eval_users, **last},
                "history": [r for s in stages for r in s["history"]]}
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
-    shutil.rmtree(work, ignore_errors=True) if not progress else None
     write_manifest(out)
+    for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
+        state.unlink()
     return {"out": str(out), **config, "selection": metrics["selection"]}
 
 

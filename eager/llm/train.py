@@ -12,7 +12,6 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +26,7 @@ from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
 from eager.llm.batching import collate
 from eager.llm.decode import CodeTrie, recommend_batch
-from eager.llm.gct import DecompressionProjectors, GCTConfig
+from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import StageConfig, TrainRecipe
 from eager.llm.setup import attach_lora, first_code_row, lora_state, train_only_code_rows
@@ -194,10 +193,3 @@ def gct_tables(index: ItemIndex, data: InteractionData, tables: dict[str, np.nda
     """Embedding tables re-ordered to the index's row order (what GCT targets refer to)."""
     order = data.indices_of(index.keys)
     return {name: np.asarray(t)[order] for name, t in tables.items()}
-
-
-def describe(recipe: TrainRecipe) -> dict:
-    return asdict(recipe)
-
-
-__all__ = ["GCTConfig", "describe", "gct_tables", "make_logger", "train_stage", "validation_score"]
