@@ -52,8 +52,9 @@ class SASRecConfig:
 
 # Kang & McAuley's setting (hidden 50, BCE, one negative), with our history length of 20.
 SASREC_PAPER_CONFIG = SASRecConfig(hidden=50, loss="bce", lr=1e-3, dropout=0.5)
-# Chosen on Beauty validation NDCG@10 (README, "SASRec tuning").
-SASREC_TUNED_CONFIG = SASRecConfig(hidden=64, loss="ce", lr=1e-3, dropout=0.5, weight_decay=0.0)
+# Full-softmax SASRec as in the CE-loss literature; the epoch is chosen on Beauty validation
+# NDCG@10 and 38 epochs is what fitted the 20-minute CPU budget (README, "SASRec tuning").
+SASREC_TUNED_CONFIG = SASRecConfig(hidden=64, loss="ce", lr=1e-3, dropout=0.5, weight_decay=0.0, epochs=38)
 # A few steps on a tiny catalogue, for tests and smoke runs.
 SASREC_SMOKE_CONFIG = SASRecConfig(hidden=16, epochs=3, eval_every=1, batch_size=32, max_minutes=1.0)
 
