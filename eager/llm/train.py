@@ -148,7 +148,7 @@ def train_stage(
             step, tokens, count = step + 1, tokens + batch.tokens, count + 1
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(losses['loss']):.3f}")
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
         seconds = time.monotonic() - started
         metrics = validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
