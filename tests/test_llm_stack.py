@@ -182,3 +182,22 @@ def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
     (out / "stage1.safetensors").write_bytes(b"corrupt")
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(out)
+
+
+def test_nf4_quantisation_runs_on_cpu_and_stays_close():
+    import bitsandbytes as bnb
+
+    from eager.llm.checkpoint import quantize_nf4
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 1000, (1, 12))
+    with torch.no_grad():
+        reference = model(ids).logits
+        quantized = quantize_nf4(model)
+        logits = quantized(ids).logits
+    proj = quantized.model.layers[0].self_attn.q_proj
+    assert isinstance(proj, bnb.nn.Linear4bit) and proj.weight.dtype == torch.uint8  # packed 4-bit
+    assert torch.nn.functional.cosine_similarity(reference.flatten(), logits.flatten(), dim=0) > 0.95
