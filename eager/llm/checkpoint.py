@@ -38,9 +38,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_stage(directory: Path, stage: str, lora: dict[str, torch.Tensor], rows: torch.Tensor) -> Path:
+def save_stage(directory: Path, stage: str, lora: dict[str, torch.Tensor], rows: torch.Tensor | None) -> Path:
+    """One stage's LoRA (bf16); ``rows`` only for the last stage, whose rows are the final ones."""
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in lora.items()}
-    tensors[ROWS_KEY] = rows.to(torch.bfloat16).contiguous()
+    if rows is not None:
+        tensors[ROWS_KEY] = rows.to(torch.bfloat16).contiguous()
     path = directory / f"{stage}.safetensors"
     save_file(tensors, str(path))
     return path
@@ -96,20 +98,23 @@ def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path
     first_row = first_code_row(model, vocab)
     for stage in config["stages"]:
         tensors = load_file(str(directory / f"{stage['name']}.safetensors"))
-        rows = tensors.pop(ROWS_KEY)
+        rows = tensors.pop(ROWS_KEY, None)
         model = load_lora_and_merge(model, LoraSettings(**stage["lora"]), {k: v.float() for k, v in tensors.items()})
-        with torch.no_grad():
-            model.get_input_embeddings().weight[first_row:] = rows.float()
+        if rows is not None:
+            with torch.no_grad():
+                model.get_input_embeddings().weight[first_row:] = rows.float()
     model = to_serving_dtype(model, dtype)
     model.eval()
     return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, directory)
 
 
 def to_serving_dtype(model, dtype: str):
+    # A GGUF-loaded model is flagged as quantised by transformers (its weights are already
+    # dequantised) and refuses .float()/.to(dtype); the plain nn.Module casts are what we mean.
     if dtype == "fp32":
-        return model.float()
+        return torch.nn.Module.float(model)
     if dtype == "bf16":
-        return model.to(torch.bfloat16)
+        return torch.nn.Module.to(model, torch.bfloat16)
     if dtype == "nf4":
         return quantize_nf4(model)
     raise ValueError(f"unknown dtype {dtype!r}; choose fp32, bf16 or nf4")

@@ -93,7 +93,8 @@ def train_variant(
     samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users)
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
                                              recipe, projectors, work, log, progress)
-    save_stage(out, "stage1", lora1, rows1)
+    # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
+    save_stage(out, "stage1", lora1, None if variant.use_aat else rows1)
     stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
     model = model.merge_and_unload()
     if variant.use_aat:
