@@ -201,3 +201,56 @@ def test_nf4_quantisation_runs_on_cpu_and_stays_close():
     proj = quantized.model.layers[0].self_attn.q_proj
     assert isinstance(proj, bnb.nn.Linear4bit) and proj.weight.dtype == torch.uint8  # packed 4-bit
     assert torch.nn.functional.cosine_similarity(reference.flatten(), logits.flatten(), dim=0) > 0.95
+
+
+def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, capsys):
+    """`eager eval --checkpoint` and `eager recommend` on a checkpoint of a dataset found by name."""
+    from eager.cli import main
+    from eager.data import load_dataset
+
+    root = tmp_path / "data"
+    cyclic_data.save(root / "ml-100k")  # any registered name; the canonical form is read from there
+    data = load_dataset("ml-100k", root)
+    model, tok = _tiny(base_dir)
+    ckpt = tmp_path / "ckpt"
+    train_variant(data, get_variant("wo_aat"), replace(TEST_RECIPE, stage1=replace(TEST_RECIPE.stage1, max_steps=4)),
+                  ckpt, tmp_path / "artifacts", base=str(base_dir), progress=False, model=model, tokenizer=tok,
+                  index=_index(data), tables=_embeddings(data))
+    assert not (ckpt / "stage2.safetensors").exists()  # w/o AAT: stage 1 only, rows included
+
+    common = ["--checkpoint", str(ckpt), "--base", str(base_dir), "--data-root", str(root), "--json"]
+    assert main(["recommend", "--history", "I001,I002", "--k", "5", "--beams", "8", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["recommendations"]) == 5 and all(r["title"].startswith("item number") for r in out["recommendations"])
+    assert main(["recommend", "--history", "I001,bogus", *common]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(["eval", "--split", "valid", "--limit", "8", "--beams", "10", "--out", str(tmp_path / "ev"), *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["users"] == 8 and report["invalid_rate"] == 0
+    assert (tmp_path / "ev" / "predictions.jsonl").exists()
+    assert main(["eval", "--checkpoint", str(tmp_path / "nothing"), "--json"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir, tmp_path):
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    samples = build_samples(cyclic_data, index, ("seqrec",))[:32]
+    stage = replace(TEST_RECIPE.stage2, epochs=2, max_steps=None)
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+
+    def crash_after_first_epoch(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe, None, tmp_path,
+                    crash_after_first_epoch, progress=False)
+    model2, tok2 = _tiny(base_dir)
+    trie2 = CodeTrie(index, add_code_tokens(model2, tok2, index, "mean", cyclic_data))
+    records = []
+    _, _, _, info = train_stage("stage2", model2, tok2, index, trie2, cyclic_data, samples, stage, recipe, None,
+                                tmp_path, records.append, progress=False)
+    assert records[0] == {"stage": "stage2", "resumed_at_epoch": 1}
+    assert [h["epoch"] for h in info["history"]] == [1, 2]
+    assert info["history"][1]["step"] == 2 * info["history"][0]["step"]

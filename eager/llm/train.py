@@ -161,13 +161,13 @@ def train_stage(
             best_rows = rows[first_row:].detach().cpu().clone()
             record["best"] = True
         history.append(record)
-        log(record)
         torch.save({
             "lora": lora_state(model), "rows": rows[first_row:].detach().cpu(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "projectors": projectors.state_dict() if projectors else None,
             "epoch": epoch + 1, "step": step, "history": history, "best": best, "best_lora": best_lora,
             "best_rows": best_rows, "generator": generator.get_state(),
         }, state_file)
+        log(record)  # after the state is on disk, so an interrupted run loses nothing logged
 
     from peft import set_peft_model_state_dict
 
