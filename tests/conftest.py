@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 from eager.data.dataset import InteractionData, items_frame
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The README's test command sets EAGER_DATA_ROOT; without it, the shared folder beside the clone.
+SHARED_DATA = Path(os.environ.get("EAGER_DATA_ROOT") or REPO.parent / "shared" / "data").resolve()
 
 
 def shared_data_or_skip() -> Path:
