@@ -68,6 +68,11 @@ def train_variant(
     tables: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests)."""
+    if recipe.stage1.full_finetune or recipe.stage2.full_finetune:
+        raise NotImplementedError(
+            f"recipe {recipe.name!r} fully fine-tunes the backbone (the paper's 7B setting); that cannot be "
+            "exported as a ≤ 12 MiB checkpoint and is not implemented. Use --recipe smollm2 (LoRA + code rows)."
+        )
     out = Path(out_dir)
     # Resumable state and logs live beside the artifacts, never inside the (git-tracked) checkpoint.
     work = artifacts_root(artifacts) / data.name / "train" / f"{variant.name}-{recipe.name}"
