@@ -36,8 +36,9 @@ def encode(tokenizer, sample: Sample, max_len: int) -> tuple[list[int], int]:
     An over-long prompt loses tokens from its *left* end: the newest history sits at the right.
     """
     prompt = tokenizer(sample.prompt, add_special_tokens=False)["input_ids"]
-    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    response = response[: max_len // 2]
+    # A very long response (an index2item title) is cut, but still ends with EOS.
+    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"][: max_len // 2 - 1]
+    response = response + [tokenizer.eos_token_id]
     prompt = prompt[-(max_len - len(response)):]
     return prompt + response, len(prompt)
 
