@@ -254,3 +254,30 @@ def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir
     assert records[0] == {"stage": "stage2", "resumed_at_epoch": 1}
     assert [h["epoch"] for h in info["history"]] == [1, 2]
     assert info["history"][1]["step"] == 2 * info["history"][0]["step"]
+
+
+def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
+    """Data-parallel training through accelerate (gloo on CPU): both ranks end with the same weights."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+         str(worker), str(base_dir), str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced
+    assert ranks[0]["lora_b_moved"]  # and the adapter did train
+    assert ranks[0]["steps"] == 64 // 2 // 8  # each process took half of the samples

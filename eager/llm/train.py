@@ -38,6 +38,31 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class LossModule(torch.nn.Module):
+    """Model + projectors behind one forward, so a DDP wrapper sees (and syncs) every gradient."""
+
+    def __init__(self, model, projectors: DecompressionProjectors | None):
+        super().__init__()
+        self.model, self.projectors = model, projectors
+
+    def forward(self, batch, gct, generator):
+        return compute_loss(self.model, batch, self.projectors, gct, generator)
+
+
+def make_accelerator(recipe: TrainRecipe):
+    """One process or many (``accelerate launch`` / ``torchrun``): accelerate decides from the env."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    return Accelerator(
+        cpu=not cuda, mixed_precision="bf16" if cuda and recipe.bf16 else "no",
+        # GCT projectors get no gradient on batches without seqrec samples.
+        # Frozen embedding tables are buffers: never re-broadcast them every step.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)],
+    )
+
+
 def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
     """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
     model.eval()
@@ -73,7 +98,10 @@ def train_stage(
     progress: bool = True,
 ):
     """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history)."""
-    device = pick_device()
+    from accelerate.utils import broadcast_object_list
+
+    accelerator = make_accelerator(recipe)
+    device = accelerator.device
     seed_everything(recipe.seed)
     if stage.full_finetune:
         raise NotImplementedError("full fine-tuning is the paper's 7B recipe; our checkpoints are LoRA + code rows")
@@ -91,11 +119,13 @@ def train_stage(
     if projectors is not None:
         groups.append({"params": list(projectors.parameters()), "weight_decay": stage.weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, fused=device.type == "cuda")
-    steps_per_epoch = math.ceil(len(samples) / stage.batch_size)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps_per_epoch = math.ceil(math.ceil(len(samples) / world) / stage.batch_size)
     epochs = max(1, math.ceil(stage.epochs))
     total = steps_per_epoch * epochs
     if stage.max_steps:
         total = min(total, stage.max_steps)
+    # The scheduler stays outside accelerate so it steps once per optimizer step on every process.
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(stage.warmup_ratio * total), total)
     generator = torch.Generator().manual_seed(recipe.seed)
     gct = recipe.gct if projectors is not None else None
@@ -119,30 +149,30 @@ def train_stage(
         start_epoch, step, history, best = saved["epoch"], saved["step"], saved["history"], saved["best"]
         best_lora, best_rows = saved["best_lora"], saved["best_rows"]
         generator.set_state(saved["generator"])
-        log({"stage": stage_name, "resumed_at_epoch": start_epoch})
+        if accelerator.is_main_process:
+            log({"stage": stage_name, "resumed_at_epoch": start_epoch})
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and recipe.bf16 else None
+    module, optimizer = accelerator.prepare(LossModule(model, projectors), optimizer)
     for epoch in range(start_epoch, epochs):
         if step >= total:
             break
         model.train()
+        # Same permutation on every process (same seed), each takes its own stride of it.
+        # Equal shares, or DDP would wait forever for a process's extra step.
         order = torch.randperm(len(samples), generator=generator).tolist()
+        order = order[: len(order) - len(order) % world][rank::world]
         started, tokens, sums, count = time.monotonic(), 0, {}, 0
         bar = tqdm(range(0, len(order), stage.batch_size), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False)
+                   disable=not progress or not accelerator.is_main_process, leave=False)
         for start in bar:
             if step >= total:
                 break
             batch = collate(tokenizer, [samples[i] for i in order[start : start + stage.batch_size]], recipe.max_len)
             batch = batch.to(device)
-            if autocast:
-                with autocast:
-                    losses = compute_loss(model, batch, projectors, gct, generator)
-            else:
-                losses = compute_loss(model, batch, projectors, gct, generator)
+            losses = module(batch, gct, generator)
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            accelerator.backward(losses["loss"])
+            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimizer.step()
             scheduler.step()
             step, tokens, count = step + 1, tokens + batch.tokens, count + 1
@@ -150,7 +180,11 @@ def train_stage(
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
         seconds = time.monotonic() - started
-        metrics = validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
+        # Validation runs on the main process; every process gets its result, so all keep the same best.
+        shared = [validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
+                  if accelerator.is_main_process else None]
+        broadcast_object_list(shared)
+        metrics = shared[0]
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)),
                   **{f"loss_{k}": v / max(count, 1) for k, v in sums.items()},
@@ -161,6 +195,8 @@ def train_stage(
             best_rows = rows[first_row:].detach().cpu().clone()
             record["best"] = True
         history.append(record)
+        if not accelerator.is_main_process:
+            continue
         torch.save({
             "lora": lora_state(model), "rows": rows[first_row:].detach().cpu(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "projectors": projectors.state_dict() if projectors else None,
@@ -168,6 +204,7 @@ def train_stage(
             "best_rows": best_rows, "generator": generator.get_state(),
         }, state_file)
         log(record)  # after the state is on disk, so an interrupted run loses nothing logged
+    accelerator.wait_for_everyone()
 
     from peft import set_peft_model_state_dict
 

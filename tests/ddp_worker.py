@@ -1,0 +1,46 @@
+"""Run by test_llm_stack under torchrun: one LoRA stage on two CPU processes (gloo)."""
+
+import hashlib
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import make_cyclic_data  # noqa: E402
+from tests.test_llm_stack import TEST_RECIPE, _index, _tiny  # noqa: E402
+from eager.llm.code_tokens import add_code_tokens  # noqa: E402
+from eager.llm.decode import CodeTrie  # noqa: E402
+from eager.llm.tasks import build_samples  # noqa: E402
+from eager.llm.train import train_stage  # noqa: E402
+
+
+def main(base_dir: str, out_dir: str) -> None:
+    data = make_cyclic_data()
+    model, tok = _tiny(base_dir)
+    index = _index(data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", data))
+    samples = build_samples(data, index, ("seqrec",))[:64]
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=None, batch_size=8)
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+    trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, data, samples, stage, recipe, None,
+                                            Path(out_dir), lambda r: None, progress=False)
+    digest = hashlib.sha256()
+    for key in sorted(lora):
+        digest.update(lora[key].float().numpy().tobytes())
+    digest.update(rows.float().numpy().tobytes())
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    lora_b = [v for k, v in lora.items() if "lora_B" in k]
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({
+        "world": world, "digest": digest.hexdigest(), "steps": info["history"][-1]["step"],
+        "lora_b_moved": bool(any(v.abs().sum() > 0 for v in lora_b)),
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
