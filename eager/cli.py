@@ -95,6 +95,8 @@ def cmd_train(args) -> None:
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json)
+    if "rank" in result:  # a non-main process of a data-parallel run: the main one reports
+        return
     _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
 
 

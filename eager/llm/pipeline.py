@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
@@ -99,15 +100,20 @@ def train_variant(
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
                                              recipe, projectors, work, log, progress)
     # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
-    save_stage(out, "stage1", lora1, None if variant.use_aat else rows1)
+    main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    stage_files = {"stage1": (lora1, None if variant.use_aat else rows1)}
     stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
     model = model.merge_and_unload()
     if variant.use_aat:
         samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users)
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
                                                  recipe.stage2, recipe, None, work, log, progress)
-        save_stage(out, "stage2", lora2, rows2)
+        stage_files["stage2"] = (lora2, rows2)
         stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
+    if not main_process:  # under torchrun every process trained; one writes the checkpoint
+        return {"out": str(out), "rank": torch.distributed.get_rank()}
+    for name, (lora, rows) in stage_files.items():
+        save_stage(out, name, lora, rows)
     index.save(out)
     backbone = str(base) if base else resolve_backbone_source(None).name
     config = {
