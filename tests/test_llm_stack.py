@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -281,3 +283,28 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced
     assert ranks[0]["lora_b_moved"]  # and the adapter did train
     assert ranks[0]["steps"] == 64 // 2 // 8  # each process took half of the samples
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 16), st.integers(1, 6))
+@settings(max_examples=50, deadline=None)
+def test_bucketed_batches_cover_everything_once(lengths, batch_size, bucket):
+    from eager.llm.batching import bucketed_batches
+
+    order = list(np.random.default_rng(0).permutation(len(lengths)))
+    batches = bucketed_batches(order, lengths, batch_size, bucket)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= batch_size for b in batches)
+
+
+def test_bucketed_batches_cut_padding():
+    from eager.llm.batching import bucketed_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 400, size=2000).tolist()
+    order = rng.permutation(len(lengths)).tolist()
+
+    def padding(groups):
+        return sum(max(lengths[i] for i in g) * len(g) - sum(lengths[i] for i in g) for g in groups)
+
+    plain = [order[i : i + 32] for i in range(0, len(order), 32)]
+    assert padding(bucketed_batches(order, lengths, 32, 20)) < 0.2 * padding(plain)

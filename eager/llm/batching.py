@@ -60,3 +60,27 @@ def collate(tokenizer, samples: Sequence[Sample], max_len: int, gct_tasks: Seque
         targets=torch.tensor([s.target for s in samples]),
         gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
     )
+
+
+def bucketed_batches(
+    order: Sequence[int], lengths: Sequence[int], batch_size: int, bucket_batches: int = 50, seed: int = 0
+) -> list[list[int]]:
+    """Batches with little padding that are still random.
+
+    ``order`` (an already shuffled list of sample ids) is cut into buckets of ``bucket_batches``
+    batches; each bucket is sorted by length and split into batches; the batches are shuffled.
+    """
+    import random
+
+    span = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(order), span):
+        bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def approximate_lengths(samples: Sequence[Sample]) -> list[int]:
+    """Character counts: enough to group samples of similar token length, without tokenising."""
+    return [len(s.prompt) + len(s.response) for s in samples]

@@ -24,7 +24,7 @@ from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
-from eager.llm.batching import collate
+from eager.llm.batching import approximate_lengths, bucketed_batches, collate
 from eager.llm.decode import CodeTrie, recommend_batch
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
@@ -130,6 +130,7 @@ def train_stage(
     generator = torch.Generator().manual_seed(recipe.seed)
     gct = recipe.gct if projectors is not None else None
     cases = selection_cases(data, recipe)
+    lengths = approximate_lengths(samples)  # length-bucketed batches waste little on padding
     eval_batch = 64 if device.type == "cuda" else 8
 
     state_file = work_dir / f"{stage_name}_state.pt"
@@ -161,13 +162,14 @@ def train_stage(
         # Equal shares, or DDP would wait forever for a process's extra step.
         order = torch.randperm(len(samples), generator=generator).tolist()
         order = order[: len(order) - len(order) % world][rank::world]
+        batches = bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch)
         started, tokens, sums, count = time.monotonic(), 0, {}, 0
-        bar = tqdm(range(0, len(order), stage.batch_size), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
+        bar = tqdm(batches, desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
-        for start in bar:
+        for members in bar:
             if step >= total:
                 break
-            batch = collate(tokenizer, [samples[i] for i in order[start : start + stage.batch_size]], recipe.max_len)
+            batch = collate(tokenizer, [samples[i] for i in members], recipe.max_len)
             batch = batch.to(device)
             losses = module(batch, gct, generator)
             optimizer.zero_grad(set_to_none=True)
