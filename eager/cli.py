@@ -22,6 +22,12 @@ def _add_artifacts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", help="where outputs go (default: $EAGER_ARTIFACTS or ./artifacts)")
 
 
+def _add_serving(parser: argparse.ArgumentParser) -> None:
+    """How a checkpoint is rebuilt: serving precision and the backbone it was trained on."""
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
+    parser.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+
+
 def _print(payload: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(payload))
@@ -82,15 +88,13 @@ def cmd_train(args) -> None:
     from eager.llm.pipeline import train_variant
     from eager.llm.recipes import get_recipe, get_variant
 
+    from dataclasses import replace
+
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     if args.max_steps:
-        from dataclasses import replace
-
         recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=args.max_steps),
                          stage2=replace(recipe.stage2, max_steps=args.max_steps))
     if args.eval_users:
-        from dataclasses import replace
-
         recipe = replace(recipe, eval_users=args.eval_users)
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
@@ -234,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--history", required=True, help="comma-separated item keys, oldest first")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--beams", type=int, default=20)
-    recommend.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
-    recommend.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+    _add_serving(recommend)
     recommend.add_argument("--json", action="store_true")
     _add_data_root(recommend)
     recommend.set_defaults(func=cmd_recommend)
@@ -247,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rankings", help='jsonl of {"user": key, "ranked": [item keys]}')
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
     evaluate.add_argument("--beams", type=int, default=20)
-    evaluate.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
-    evaluate.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+    _add_serving(evaluate)
     _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")
     evaluate.add_argument("--out", help="write predictions.jsonl and metrics.json here")
