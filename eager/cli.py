@@ -22,10 +22,23 @@ def _add_artifacts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", help="where outputs go (default: $EAGER_ARTIFACTS or ./artifacts)")
 
 
-def _add_serving(parser: argparse.ArgumentParser) -> None:
+def _add_serving(parser: argparse.ArgumentParser, default_dtype: str = "auto") -> None:
     """How a checkpoint is rebuilt: serving precision and the backbone it was trained on."""
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "nf4"], default="fp32")
+    parser.add_argument("--dtype", choices=["auto", "nf4", "bf16", "fp32"], default=default_dtype,
+                        help=f"weights precision (default {default_dtype}; auto: NF4 on CPU, bf16 on CUDA)")
     parser.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="rebuild the merged model from base + checkpoint instead of using the serving cache")
+
+
+def _load_serving(args):
+    """The checkpoint through the cached serving loader; the precision choice goes to stderr."""
+    from eager.serve.loader import load_for_serving
+
+    loaded, choice, timings = load_for_serving(args.checkpoint, args.dtype, args.base, use_cache=not args.no_cache)
+    print(f"eager: serving as {choice.dtype} (compute {choice.compute_dtype}) on {choice.device}: {choice.reason}; "
+          f"loaded in {timings['load_s']} s{' (cache built)' if timings['cold'] else ''}", file=sys.stderr)
+    return loaded, choice, timings
 
 
 def _print(payload: dict, as_json: bool) -> None:
@@ -84,11 +97,11 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from dataclasses import replace
+
     from eager.data import load_dataset
     from eager.llm.pipeline import train_variant
     from eager.llm.recipes import get_recipe, get_variant
-
-    from dataclasses import replace
 
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     if args.max_steps:
@@ -106,10 +119,9 @@ def cmd_train(args) -> None:
 
 def cmd_recommend(args) -> None:
     from eager.data import load_dataset
-    from eager.llm.checkpoint import load_checkpoint
     from eager.llm.pipeline import recommend_keys
 
-    loaded = load_checkpoint(args.checkpoint, args.dtype, args.base)
+    loaded, _, _ = _load_serving(args)
     data = load_dataset(loaded.config["dataset"], args.data_root)
     history = [k.strip() for k in args.history.split(",") if k.strip()]
     recs = recommend_keys(loaded, data, history, args.k, args.beams)
@@ -128,14 +140,14 @@ def cmd_eval(args) -> None:
     from eager.eval.harness import evaluate_rankings, read_rankings
 
     if args.checkpoint:
-        from eager.llm.checkpoint import load_checkpoint
         from eager.llm.pipeline import evaluate_checkpoint
 
-        loaded = load_checkpoint(args.checkpoint, args.dtype, args.base)
+        loaded, choice, _ = _load_serving(args)
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
-                              f"{Path(args.checkpoint).name}-{args.split}-{args.dtype}")
-        report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams)
+                              f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
+        report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
+                                     batch_size=args.batch_size)
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
         _print({k: report[k] for k in keys} | {"out": out}, args.json)
         return
@@ -146,6 +158,33 @@ def cmd_eval(args) -> None:
     report = evaluate_rankings(data, args.split, rankings, model=args.model, out_dir=args.out,
                                config={"rankings": str(args.rankings)})
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
+
+
+def cmd_bench(args) -> None:
+    from eager.data import DataNotFoundError, load_dataset
+    from eager.serve.bench import benchmark_histories, latency, machine, throughput
+
+    loaded, choice, timings = _load_serving(args)
+    try:
+        data = load_dataset(loaded.config["dataset"], args.data_root)
+    except DataNotFoundError:
+        data = None  # random histories over the checkpoint's own items still measure speed
+    count = args.requests if args.action == "latency" else args.users
+    histories, drawn_from = benchmark_histories(loaded, data, count, args.history)
+    if args.action == "latency":
+        report = latency(loaded, histories, args.k, args.beams, baseline=not args.no_baseline, progress=not args.json)
+    else:
+        report = throughput(loaded, histories, args.batch, args.k, args.beams, baseline=not args.no_baseline,
+                            progress=not args.json)
+    report = {"bench": args.action, "checkpoint": str(args.checkpoint), "dtype": choice.dtype,
+              "compute_dtype": choice.compute_dtype, "device": choice.device, "histories": drawn_from,
+              "load_s": timings["load_s"], "load_cold": timings["cold"], **report, "machine": machine()}
+    if args.json:
+        print(json.dumps(report))
+        return
+    _print(report, False)
+    if "speedup_p50" in report or "speedup" in report:
+        print(f"speedup over HF generate: {report.get('speedup_p50', report.get('speedup'))}x")
 
 
 def cmd_index_build(args) -> None:
@@ -250,13 +289,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--rankings", help='jsonl of {"user": key, "ranked": [item keys]}')
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
     evaluate.add_argument("--beams", type=int, default=20)
-    _add_serving(evaluate)
+    evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")
+    _add_serving(evaluate, default_dtype="fp32")
     _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")
     evaluate.add_argument("--out", help="write predictions.jsonl and metrics.json here")
     evaluate.add_argument("--json", action="store_true")
     _add_data_root(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    bench = stages.add_parser("bench", help="serving speed: the engine against HF generate, same run")
+    bench_cmds = bench.add_subparsers(dest="action", required=True)
+    for action, text in (("latency", "p50/p95 per single-user request and peak RSS"),
+                         ("throughput", "users/s with batched requests (the evaluation setting)")):
+        sub = bench_cmds.add_parser(action, help=text)
+        sub.add_argument("--checkpoint", required=True)
+        sub.add_argument("--k", type=int, default=10)
+        sub.add_argument("--beams", type=int, default=20)
+        sub.add_argument("--history", type=int, default=20, help="items per history")
+        sub.add_argument("--no-baseline", action="store_true", help="time the engine only")
+        if action == "latency":
+            sub.add_argument("--requests", type=int, default=20)
+        else:
+            sub.add_argument("--users", type=int, default=256)
+            sub.add_argument("--batch", type=int, default=32)
+        _add_serving(sub)
+        sub.add_argument("--json", action="store_true")
+        _add_data_root(sub)
+        sub.set_defaults(func=cmd_bench)
     return parser
 
 

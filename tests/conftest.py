@@ -39,3 +39,17 @@ def make_cyclic_data(num_items: int = 50, num_users: int = 60, length: int = 8, 
 @pytest.fixture
 def cyclic_data() -> InteractionData:
     return make_cyclic_data()
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory):
+    """A saved tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer."""
+    from tests.tiny import save_tiny_base
+
+    return save_tiny_base(tmp_path_factory.mktemp("tiny_base"))
+
+
+@pytest.fixture(autouse=True)
+def _serving_cache_in_tmp(tmp_path_factory, monkeypatch):
+    # The serving loader caches merged models; tests must never write into the working tree.
+    monkeypatch.setenv("EAGER_SERVE_CACHE", str(tmp_path_factory.getbasetemp() / "serve_cache"))

@@ -11,7 +11,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import make_cyclic_data  # noqa: E402
-from tests.test_llm_stack import TEST_RECIPE, _index, _tiny  # noqa: E402
+from tests.tiny import TEST_RECIPE, load_tiny as _tiny, toy_index as _index  # noqa: E402
 from eager.llm.code_tokens import add_code_tokens  # noqa: E402
 from eager.llm.decode import CodeTrie  # noqa: E402
 from eager.llm.tasks import build_samples  # noqa: E402

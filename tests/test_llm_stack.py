@@ -2,18 +2,14 @@
 
 import json
 from dataclasses import replace
-from functools import lru_cache
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from eager.index.balanced_kmeans import BalancedKMeansConfig
-from eager.index.build import IndexConfig, build_index
-from eager.llm.backbone import default_gguf
 from eager.llm.batching import IGNORE, collate
 from eager.llm.checkpoint import CheckpointError, load_checkpoint
 from eager.llm.code_tokens import add_code_tokens
@@ -21,51 +17,12 @@ from eager.llm.decode import CodeTrie, recommend_batch
 from eager.llm.gct import DecompressionProjectors, GCTConfig
 from eager.llm.objective import compute_loss
 from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
-from eager.llm.recipes import SMOKE_RECIPE, get_variant
+from eager.llm.recipes import get_variant
 from eager.llm.tasks import build_samples
 from eager.llm.train import train_stage
+from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
-
-@lru_cache(maxsize=1)
-def _tokenizer_dir(tmp_root):
-    gguf = default_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tok.save_pretrained(tmp_root)
-    return tmp_root
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    """A saved tiny random Llama (2 layers, hidden 32) with SmolLM2's real tokenizer."""
-    root = tmp_path_factory.mktemp("tiny_base")
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(str(root)))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                         max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(root)
-    return root
-
-
-def _tiny(base_dir):
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    model = LlamaForCausalLM.from_pretrained(base_dir)
-    return model, tok
-
-
-def _embeddings(data):
-    n = data.num_items
-    rng = np.random.default_rng(0)
-    sem = np.stack([np.arange(n) % 2, np.arange(n) % 3], 1) + 0.1 * rng.normal(size=(n, 2))
-    angle = 2 * np.pi * np.arange(n) / n
-    return {"semantic": sem.astype(np.float32), "behaviour": np.stack([np.cos(angle), np.sin(angle)], 1).astype(np.float32)}
-
-
-def _index(data, source="dual"):
-    emb = _embeddings(data)
-    use = {"dual": emb, "semantic": {"semantic": emb["semantic"]}}[source]
-    return build_index(data, IndexConfig(source=source, kmeans=BalancedKMeansConfig(k=8)), embeddings=use)
+_tiny, _embeddings, _index = load_tiny, toy_embeddings, toy_index
 
 
 def test_code_tokens_are_atomic_and_labels_cover_the_response(cyclic_data, base_dir):
@@ -116,14 +73,6 @@ def test_trie_allows_only_real_codes(cyclic_data, base_dir):
     assert all(len(r) == 5 for r in recs)
     assert all(r.key in index.keys for rec in recs for r in rec)
     assert all(a.score >= b.score for rec in recs for a, b in zip(rec, rec[1:]))
-
-
-TEST_RECIPE = replace(
-    SMOKE_RECIPE,
-    stage1=replace(SMOKE_RECIPE.stage1, tasks=("seqrec", "item2index"), epochs=2, lr=1e-2, max_steps=30),
-    stage2=replace(SMOKE_RECIPE.stage2, epochs=1, lr=1e-2, max_steps=8),
-    eval_users=12, eval_beams=10,
-)
 
 
 def test_stage_trains_only_lora_and_code_rows(cyclic_data, base_dir, tmp_path):

@@ -82,13 +82,19 @@ class LoadedModel:
     directory: Path
 
 
-def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path | None = None) -> LoadedModel:
-    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is fp32, bf16 or nf4."""
+def read_config(directory: str | Path) -> dict:
+    """The checkpoint's resolved config, after checking every file against the manifest."""
     directory = Path(directory)
     if not (directory / CONFIG_FILE).exists():
         raise CheckpointError(f"no checkpoint at {directory} (expected {CONFIG_FILE}); train one with `eager train`")
     verify_manifest(directory)
-    config = json.loads((directory / CONFIG_FILE).read_text())
+    return json.loads((directory / CONFIG_FILE).read_text())
+
+
+def rebuild_merged(directory: str | Path, base: str | Path | None = None):
+    """(fp32 model with every stage's LoRA merged and the code rows in place, tokenizer, index, vocab, config)."""
+    directory = Path(directory)
+    config = read_config(directory)
     index = ItemIndex.load(directory / INDEX_FILE)
     model, tokenizer = load_backbone(base or config.get("backbone_override"))
     vocab = prepare_backbone(model, tokenizer, index, "mean", None)
@@ -103,12 +109,21 @@ def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path
         if rows is not None:
             with torch.no_grad():
                 model.get_input_embeddings().weight[first_row:] = rows.float()
+    return model, tokenizer, index, vocab, config
+
+
+def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path | None = None) -> LoadedModel:
+    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is fp32, bf16 or nf4.
+
+    No disk cache: :func:`eager.serve.loader.load_for_serving` is the cached, start-up-fast path.
+    """
+    model, tokenizer, index, vocab, config = rebuild_merged(directory, base)
     model = to_serving_dtype(model, dtype)
     model.eval()
-    return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, directory)
+    return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, Path(directory))
 
 
-def to_serving_dtype(model, dtype: str):
+def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloat16):
     # A GGUF-loaded model is flagged as quantised by transformers (its weights are already
     # dequantised) and refuses .float()/.to(dtype); the plain nn.Module casts are what we mean.
     if dtype == "fp32":
@@ -116,20 +131,26 @@ def to_serving_dtype(model, dtype: str):
     if dtype == "bf16":
         return torch.nn.Module.to(model, torch.bfloat16)
     if dtype == "nf4":
-        return quantize_nf4(model)
+        return quantize_nf4(model, compute_dtype)
     raise ValueError(f"unknown dtype {dtype!r}; choose fp32, bf16 or nf4")
 
 
-def quantize_nf4(model):
-    """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay)."""
+def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16):
+    """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay).
+
+    ``compute_dtype`` is what the 4-bit weights are dequantised to for the matmul: bf16 where the
+    hardware has bf16 units, fp32 on CPUs without them (bf16 would be emulated, and slower).
+    """
     import bitsandbytes as bnb
 
     def swap(module):
         for name, child in module.named_children():
             if isinstance(child, torch.nn.Linear) and child.weight.shape[0] != model.config.vocab_size:
+                # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.bfloat16, quant_type="nf4")
-                q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4")
+                                      compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)
+                q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4",
+                                             compress_statistics=False)
                 if child.bias is not None:
                     q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
                 q = q.to(child.weight.device)  # quantises on the move

@@ -3,13 +3,14 @@
 The trie is a dense tensor ``next_node[node, value]`` (−1 = no such child), so the allowed set of
 any prefix is one row lookup and every finished beam is a real item. Decoding uses Hugging Face
 ``generate`` with an explicit generation config (no sampling, top-k or other model defaults leak
-in); the faster engine of issue #6 will replace it behind the same function.
+in). It is the reference the serving engine (:mod:`eager.serve.engine`) is checked and benchmarked
+against: the authors' way, a Python ``prefix_allowed_tokens_fn`` called per beam and step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import GenerationConfig
@@ -36,6 +37,11 @@ class CodeTrie:
         self.depth_of = torch.zeros(len(nodes), dtype=torch.long)
         for prefix, node in nodes.items():
             self.depth_of[node] = len(prefix)
+        # Leaf node → row of its item in the index (−1 for inner nodes): finished beams map to items
+        # with one lookup.
+        self.item_of_node = torch.full((len(nodes),), -1, dtype=torch.long)
+        for row, code in enumerate(index.codes.tolist()):
+            self.item_of_node[nodes[tuple(code)]] = row
         # token id → code value, for walking the trie from generated ids
         self.value_of_token = {int(t): int(v) for level in range(self.levels)
                                for v, t in enumerate(vocab.table[level].tolist()) if t >= 0}

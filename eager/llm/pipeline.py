@@ -5,19 +5,26 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
-from eager.eval.harness import evaluate_rankings
-from eager.index.build import IndexConfig, build_index, index_dir, load_behaviour, behaviour_dir, semantic_cache_dir
-from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.embeddings.semantic import semantic_embeddings
+from eager.eval.harness import evaluate_rankings
+from eager.index.build import (
+    IndexConfig,
+    behaviour_dir,
+    build_index,
+    index_dir,
+    load_behaviour,
+    semantic_cache_dir,
+)
+from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.llm.backbone import load_backbone, resolve_backbone_source
 from eager.llm.checkpoint import (
     CONFIG_FILE,
@@ -26,7 +33,7 @@ from eager.llm.checkpoint import (
     save_stage,
     write_manifest,
 )
-from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.recipes import TrainRecipe, Variant, with_gct
 from eager.llm.setup import prepare_backbone
@@ -150,13 +157,15 @@ def evaluate_checkpoint(
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
-    batch_size = batch_size or (64 if next(loaded.model.parameters()).is_cuda else 8)
+    from eager.serve.engine import BeamSearchEngine
+
+    batch_size = batch_size or (128 if next(loaded.model.parameters()).is_cuda else 8)
+    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
     keys = data.item_keys
     rankings = {}
     for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}"):
         chunk = cases[start : start + batch_size]
-        recs = recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie,
-                               [[keys[i] for i in c.history] for c in chunk], k=min(k, beams), beams=beams)
+        recs = engine.search([[keys[i] for i in c.history] for c in chunk], k=min(k, beams), beams=beams).recommendations
         for case, rec in zip(chunk, recs):
             rankings[data.user_keys[case.user]] = [r.key for r in rec]
     # Score only the users we ran (a --limit run is a partial evaluation, said so in the report).
@@ -174,4 +183,8 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
     data.indices_of(list(history))  # clear error for unknown keys
     for key in history:
         loaded.index.row(key)
-    return recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, [list(history)[-20:]], k, max(k, beams))[0]
+    from eager.serve.engine import BeamSearchEngine
+
+    max_history = loaded.config.get("recipe", {}).get("max_history", 20)
+    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    return engine.search([list(history)[-max_history:]], k, max(k, beams)).recommendations[0]

@@ -12,8 +12,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,11 +25,16 @@ from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
 from eager.llm.batching import approximate_lengths, bucketed_batches, collate
-from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import StageConfig, TrainRecipe
-from eager.llm.setup import attach_lora, first_code_row, lora_state, train_only_code_rows
+from eager.llm.setup import (
+    attach_lora,
+    first_code_row,
+    lora_state,
+    train_only_code_rows,
+)
 from eager.llm.tasks import Sample
 from eager.utils import seed_everything
 
@@ -65,13 +70,15 @@ def make_accelerator(recipe: TrainRecipe):
 
 def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
     """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
+    from eager.serve.engine import BeamSearchEngine
+
     model.eval()
+    engine = BeamSearchEngine(model, tokenizer, index, trie.vocab, trie)
     keys = data.item_keys
     ranks = []
     for start in range(0, len(cases), batch_size):
         chunk = cases[start : start + batch_size]
-        recs = recommend_batch(model, tokenizer, index, trie, [[keys[i] for i in c.history] for c in chunk],
-                               k=min(10, beams), beams=beams)
+        recs = engine.search([[keys[i] for i in c.history] for c in chunk], k=min(10, beams), beams=beams).recommendations
         ranks += [target_rank([r.key for r in rec], keys[c.target]) for rec, c in zip(recs, chunk)]
     return metrics_from_ranks(ranks, (10,))
 

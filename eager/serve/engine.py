@@ -1,0 +1,183 @@
+"""Beam search over the code trie: one prefill, tensor masking, batched over users.
+
+Hugging Face ``generate`` with ``num_beams=W`` prefills every prompt W times and calls a Python
+``prefix_allowed_tokens_fn`` per beam per step. Here the prompt is prefilled once (only the last
+position's logits are computed) and its KV cache is expanded to the beams; the trie is a dense
+``next_node[node, value]`` tensor, so masking a step is one gather for all users and beams.
+
+Scores are sums of full-vocabulary log-probabilities of the code tokens, the same quantity HF beam
+search ranks by with ``length_penalty=0`` and the exact full-catalogue scorer
+(:func:`exact_item_scores`) computes by teacher forcing, so the three can be compared directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from eager.index.item_index import ItemIndex
+from eager.llm.code_tokens import CodeVocabulary
+from eager.llm.decode import CodeTrie, Recommendation
+from eager.llm.tasks import seqrec_prompt
+
+
+@dataclass
+class BeamStep:
+    """The surviving partial codes after one decoding step, per user, best first."""
+
+    level: int  # 0-based position in the code that was just decoded
+    source: str  # the index source of that level: "semantic" or "behaviour"
+    beams: list[list[tuple[tuple[int, ...], float]]]
+
+
+@dataclass
+class SearchResult:
+    recommendations: list[list[Recommendation]]
+    steps: list[BeamStep] = field(default_factory=list)
+
+
+def _left_padded(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # the next token of every prompt sits in the last column
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    return {name: t.to(device) for name, t in enc.items()}
+
+
+def _cache_argument(model) -> str:
+    # transformers ≥ 5.2x renamed ``past_key_values`` to ``cache``; the GPU machine's 5.17 has the old name.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model forwards kwargs
+    return "cache" if "cache" in inspect.signature(type(inner).forward).parameters else "past_key_values"
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    # With left padding, a token's position is the number of real tokens before it.
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class BeamSearchEngine:
+    """Constrained top-K over an item index for a (merged, possibly NF4) causal LM."""
+
+    def __init__(self, model, tokenizer, index: ItemIndex, vocab: CodeVocabulary, trie: CodeTrie | None = None):
+        self.model, self.tokenizer, self.index, self.vocab = model, tokenizer, index, vocab
+        self.trie = trie or CodeTrie(index, vocab)
+        self.device = next(model.parameters()).device
+        self.levels, self.k = index.levels, index.k
+        self.next_node = self.trie.next_node.to(self.device, torch.long)
+        # Token id of (level, value); unused values point at token 0 but the trie never allows them.
+        self.token_of = vocab.table.clamp(min=0).to(self.device)
+        self.item_of_node = self.trie.item_of_node.to(self.device)
+        self._cache_kw = _cache_argument(model)
+
+    def prompts(self, histories: Sequence[Sequence[str]]) -> list[str]:
+        return [seqrec_prompt(self.index, h) for h in histories]
+
+    def _forward(self, input_ids, attention_mask, cache=None, last_only=True):
+        """Log-probabilities of the token after ``input_ids`` (computing only the last logits), and the cache."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
+                         position_ids=_positions(attention_mask)[:, -input_ids.shape[1]:],
+                         logits_to_keep=1 if last_only else 0, **{self._cache_kw: cache})
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values
+
+    @torch.inference_mode()
+    def search(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        beams: int = 20,
+        trace: bool = False,
+        on_step: Callable[[BeamStep], None] | None = None,
+    ) -> SearchResult:
+        """Top-``k`` items per history (lists of item keys, oldest first) by beam search of width ``beams``."""
+        if k > beams:
+            raise ValueError(f"k={k} needs at least as many beams (got {beams})")
+        if not histories:
+            return SearchResult([])
+        enc = _left_padded(self.tokenizer, self.prompts(histories), self.device)
+        mask = enc["attention_mask"]
+        users = mask.shape[0]
+        logp, cache = self._forward(enc["input_ids"], mask)  # (users, vocab), prompts prefilled once
+
+        node = torch.zeros(users, 1, dtype=torch.long, device=self.device)  # trie node of every beam
+        score = torch.zeros(users, 1, device=self.device)
+        codes = torch.zeros(users, 1, 0, dtype=torch.long, device=self.device)
+        steps: list[BeamStep] = []
+        for level in range(self.levels):
+            width = node.shape[1]
+            step_logp = logp[:, self.token_of[level]].view(users, width, self.k)
+            child = self.next_node[node]  # (users, width, k): −1 where the trie has no such child
+            total = (score.unsqueeze(-1) + step_logp).masked_fill(child < 0, float("-inf"))
+            keep = min(beams, width * self.k)
+            score, flat = total.view(users, -1).topk(keep, dim=-1)
+            parent, value = flat // self.k, flat % self.k
+            node = child.view(users, -1).gather(1, flat)
+            codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, codes.shape[-1])),
+                               value.unsqueeze(-1)], dim=-1)
+            if trace or on_step:
+                step = self._step_view(level, codes, score)
+                steps.append(step)
+                if on_step:
+                    on_step(step)
+            if level == self.levels - 1:
+                break
+            # Every cache row follows its beam's parent: one index_select per layer.
+            rows = (torch.arange(users, device=self.device).unsqueeze(1) * width + parent).view(-1)
+            cache.reorder_cache(rows)
+            mask = torch.cat([mask.index_select(0, rows), mask.new_ones(rows.shape[0], 1)], dim=1)
+            tokens = self.token_of[level][value].view(-1, 1)
+            logp, cache = self._forward(tokens, mask, cache)
+        return SearchResult(self._results(node, score, codes, k), steps if trace else [])
+
+    def _step_view(self, level: int, codes: torch.Tensor, score: torch.Tensor) -> BeamStep:
+        alive = torch.isfinite(score).cpu()
+        codes_cpu, score_cpu = codes.cpu().tolist(), score.cpu().tolist()
+        beams = [[(tuple(c), s) for c, s, ok in zip(codes_cpu[u], score_cpu[u], alive[u].tolist()) if ok]
+                 for u in range(len(codes_cpu))]
+        return BeamStep(level, self.index.level_sources[level], beams)
+
+    def _results(self, node, score, codes, k: int) -> list[list[Recommendation]]:
+        items = self.item_of_node[node].cpu().tolist()
+        scores = score.cpu().tolist()
+        results = []
+        for user_items, user_scores in zip(items, scores):
+            ranked = []
+            for row, s in zip(user_items, user_scores):
+                if row >= 0 and s != float("-inf") and len(ranked) < k:
+                    key = self.index.keys[row]
+                    ranked.append(Recommendation(key, self.index.text_of(key), float(s)))
+            results.append(ranked)
+        return results
+
+
+@torch.inference_mode()
+def exact_item_scores(engine: BeamSearchEngine, history: Sequence[str], chunk: int = 256) -> torch.Tensor:
+    """Teacher-forced log-likelihood of every item's code after ``history`` (index row order).
+
+    The reference the beam search is checked against: with a beam at least as wide as the widest
+    trie level, beam search must return exactly the top of this ranking.
+    """
+    enc = _left_padded(engine.tokenizer, engine.prompts([history]), engine.device)
+    logp0, cache = engine._forward(enc["input_ids"], enc["attention_mask"])
+    ids = engine.vocab.ids_for(engine.index.codes).to(engine.device)  # (items, levels)
+    scores = []
+    for start in range(0, ids.shape[0], chunk):
+        part = ids[start : start + chunk]
+        n = part.shape[0]
+        total = logp0[0, part[:, 0]]
+        if engine.levels > 1:
+            expanded = copy.deepcopy(cache)
+            expanded.batch_repeat_interleave(n)
+            mask = torch.ones(n, enc["attention_mask"].shape[1] + engine.levels - 1, dtype=torch.long, device=engine.device)
+            mask[:, : enc["attention_mask"].shape[1]] = enc["attention_mask"]
+            out = engine.model(input_ids=part[:, :-1], attention_mask=mask, use_cache=True,
+                               position_ids=_positions(mask)[:, -(engine.levels - 1):], **{engine._cache_kw: expanded})
+            logp = torch.log_softmax(out.logits.float(), dim=-1)  # (n, levels-1, vocab)
+            total = total + logp.gather(2, part[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
+        scores.append(total)
+    return torch.cat(scores).cpu()

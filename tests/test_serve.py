@@ -1,0 +1,176 @@
+"""The serving engine: exact against full-catalogue scoring, equal to HF generate, fast loader, bench CLI."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eager.index.item_index import ItemIndex
+from eager.llm.checkpoint import load_checkpoint
+from eager.llm.code_tokens import add_code_tokens
+from eager.llm.decode import CodeTrie, recommend_batch
+from eager.llm.pipeline import train_variant
+from eager.llm.recipes import get_variant
+from eager.serve import loader as serve_loader
+from eager.serve.engine import BeamSearchEngine, exact_item_scores
+from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
+
+HISTORIES = [["I001", "I002"], ["I010"], ["I020", "I021", "I022", "I023", "I024", "I025"], ["I049", "I000", "I001"]]
+
+
+@pytest.fixture(scope="module")
+def engine(base_dir):
+    """A tiny random model whose code rows are spread out, so scores differ clearly between items."""
+    from tests.conftest import make_cyclic_data
+
+    data = make_cyclic_data()
+    model, tok = load_tiny(base_dir)
+    model.eval()
+    index = toy_index(data)
+    vocab = add_code_tokens(model, tok, index, "mean", data)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        rows = vocab.all_ids()
+        model.get_input_embeddings().weight[rows] += torch.randn(len(rows), model.config.hidden_size, generator=generator)
+    return BeamSearchEngine(model, tok, index, vocab)
+
+
+def test_wide_beam_equals_exact_full_catalogue_scoring(engine):
+    # 50 beams ≥ every trie level's width: beam search must be exact.
+    result = engine.search(HISTORIES, k=10, beams=len(engine.index.keys))
+    for history, recs in zip(HISTORIES, result.recommendations):
+        exact = exact_item_scores(engine, history)
+        top = exact.topk(10)
+        assert [r.key for r in recs] == [engine.index.keys[i] for i in top.indices.tolist()]
+        assert np.allclose([r.score for r in recs], top.values.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("beams", [4, 8, 20])
+def test_engine_agrees_with_hf_generate_and_the_trie_callback(engine, beams):
+    ours = engine.search(HISTORIES, k=min(5, beams), beams=beams).recommendations
+    theirs = recommend_batch(engine.model, engine.tokenizer, engine.index, engine.trie, HISTORIES, k=min(5, beams), beams=beams)
+    for a, b in zip(ours, theirs):
+        assert [r.key for r in a] == [r.key for r in b]
+        assert np.allclose([r.score for r in a], [r.score for r in b], atol=1e-4)
+
+
+def test_a_batch_equals_one_user_at_a_time(engine):
+    # Left padding and position ids must make batching invisible.
+    batched = engine.search(HISTORIES, k=5, beams=8).recommendations
+    for history, recs in zip(HISTORIES, batched):
+        alone = engine.search([history], k=5, beams=8).recommendations[0]
+        assert [r.key for r in recs] == [r.key for r in alone]
+        assert np.allclose([r.score for r in recs], [r.score for r in alone], atol=1e-4)
+
+
+def test_trace_shows_every_level_and_only_real_prefixes(engine):
+    seen = []
+    result = engine.search(HISTORIES[:2], k=5, beams=8, trace=True, on_step=seen.append)
+    assert [s.level for s in result.steps] == list(range(engine.index.levels)) == [s.level for s in seen]
+    assert [s.source for s in result.steps] == engine.index.level_sources
+    prefixes = {tuple(row[:n]) for row in engine.index.codes.tolist() for n in range(1, engine.index.levels + 1)}
+    for step in result.steps:
+        for user_beams in step.beams:
+            assert 0 < len(user_beams) <= 8
+            assert all(len(code) == step.level + 1 and code in prefixes for code, _ in user_beams)
+            scores = [s for _, s in user_beams]
+            assert scores == sorted(scores, reverse=True)
+    final = result.steps[-1].beams[0]
+    assert [engine.index.key_of_code(c) for c, _ in final[:5]] == [r.key for r in result.recommendations[0]]
+    assert all(r.key in engine.index.keys for recs in result.recommendations for r in recs)
+    with pytest.raises(ValueError, match="beams"):
+        engine.search(HISTORIES, k=10, beams=5)
+
+
+@st.composite
+def random_indices(draw):
+    levels = draw(st.integers(1, 4))
+    k = draw(st.integers(2, 6))
+    n = draw(st.integers(1, min(40, k**levels)))
+    flat = draw(st.lists(st.integers(0, k**levels - 1), min_size=n, max_size=n, unique=True))
+    codes = np.array([[(c // k**(levels - 1 - level)) % k for level in range(levels)] for c in flat])
+    return ItemIndex([f"K{i}" for i in range(n)], codes, ["semantic"] * levels, k)
+
+
+class _Vocab:
+    def __init__(self, index):
+        self.table = torch.arange(index.levels * index.k).view(index.levels, index.k) + 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_indices())
+def test_no_trie_node_has_an_empty_allowed_set(index):
+    trie = CodeTrie(index, _Vocab(index))
+    inner = trie.depth_of < index.levels
+    assert ((trie.next_node[inner] >= 0).sum(1) > 0).all()  # every inner node continues
+    assert ((trie.next_node[~inner] >= 0).sum(1) == 0).all()  # leaves do not
+    assert (trie.item_of_node[~inner] >= 0).all() and (trie.item_of_node[inner] == -1).all()
+    assert sorted(trie.item_of_node[~inner].tolist()) == list(range(len(index.keys)))  # one leaf per item
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(base_dir, tmp_path_factory):
+    from eager.data import load_dataset
+    from tests.conftest import make_cyclic_data
+
+    root = tmp_path_factory.mktemp("serve")
+    make_cyclic_data().save(root / "data" / "ml-100k")  # any registered name; the canonical form is read
+    data = load_dataset("ml-100k", root / "data")
+    model, tok = load_tiny(base_dir)
+    recipe = replace(TEST_RECIPE, stage1=replace(TEST_RECIPE.stage1, max_steps=3))
+    train_variant(data, get_variant("wo_aat"), recipe, root / "ckpt", root / "artifacts", base=str(base_dir),
+                  progress=False, model=model, tokenizer=tok, index=toy_index(data), tables=toy_embeddings(data))
+    return root
+
+
+def test_serving_cache_gives_the_same_model_warm(tiny_checkpoint, base_dir, tmp_path):
+    ckpt = tiny_checkpoint / "ckpt"
+    cold, choice, first = serve_loader.load_for_serving(ckpt, "fp32", base_dir, cache_dir=tmp_path)
+    warm, _, second = serve_loader.load_for_serving(ckpt, "fp32", base_dir, cache_dir=tmp_path)
+    assert first["cold"] and not second["cold"] and choice.dtype == "fp32"
+    reference = load_checkpoint(ckpt, "fp32", base_dir)
+    ids = reference.tokenizer(reference.index.text_of("I004") + " hello", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = reference.model(ids).logits
+        assert torch.allclose(cold.model(ids).logits, expected, atol=1e-5)
+        assert torch.allclose(warm.model(ids).logits, expected, atol=1e-5)
+    assert len(warm.tokenizer) == len(reference.tokenizer) and torch.equal(warm.vocab.table, reference.vocab.table)
+
+
+def test_nf4_serving_and_the_cpu_precision_choice(tiny_checkpoint, base_dir, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
+    monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: False)
+    choice = serve_loader.choose_serving("auto", "cpu")
+    assert (choice.dtype, choice.compute_dtype) == ("nf4", "fp32") and "no native bf16" in choice.reason
+    monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: True)
+    assert serve_loader.choose_serving("auto", "cpu").compute_dtype == "bf16"
+    assert serve_loader.choose_serving("fp32", "cpu").compute_dtype == "fp32"
+    with pytest.raises(ValueError, match="unknown dtype"):
+        serve_loader.choose_serving("int3")
+    monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: False)
+    loaded, choice, _ = serve_loader.load_for_serving(tiny_checkpoint / "ckpt", "nf4", base_dir, cache_dir=tmp_path)
+    assert isinstance(loaded.model.model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
+    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    recs = engine.search([["I001", "I002"]], k=5, beams=8).recommendations[0]
+    assert len(recs) == 5 and all(r.key in loaded.index.keys for r in recs)
+
+
+def test_bench_latency_and_throughput_cli(tiny_checkpoint, base_dir, capsys):
+    from eager.cli import main
+
+    common = ["--checkpoint", str(tiny_checkpoint / "ckpt"), "--base", str(base_dir), "--dtype", "fp32",
+              "--data-root", str(tiny_checkpoint / "data"), "--beams", "8", "--k", "5", "--history", "5", "--json"]
+    assert main(["bench", "latency", "--requests", "4", *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["histories"] == "test users" and report["engine"]["requests"] == 4
+    assert report["engine"]["p50_s"] > 0 and report["hf_generate"]["p95_s"] >= report["hf_generate"]["p50_s"]
+    assert report["speedup_p50"] > 0 and report["top1_agreement"] == 1.0
+    assert report["engine"]["peak_rss_mb"] > 0
+    assert main(["bench", "throughput", "--users", "12", "--batch", "4", *common]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["engine"]["users_per_s"] > 0 and report["users"] == 12
