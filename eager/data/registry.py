@@ -30,6 +30,18 @@ class RawSource:
         return tuple(url.rsplit("/", 1)[-1] for url in self.urls)
 
 
+# What users of each source agree to (shown on the demo's model card; SOURCE.md files say the same).
+TERMS = {
+    "amazon2014": "Amazon review data (2014), McAuley lab, UCSD: published for research; cite McAuley et al. "
+                  "SIGIR'15 and He & McAuley WWW'16. No open licence is stated; product titles are Amazon "
+                  "catalogue text. Research, testing and demos only; not redistributed by this project.",
+    "amazon2018": "Amazon review data (2018), McAuley lab, UCSD: published for research; cite Ni, Li & McAuley "
+                  "EMNLP'19. No open licence is stated. Research, testing and demos only; not redistributed.",
+    "ml100k": "MovieLens 100K, GroupLens: research use under the GroupLens terms (no redistribution, no "
+              "commercial use without permission; cite Harper & Konstan TiiS'15).",
+}
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str

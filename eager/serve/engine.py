@@ -2,8 +2,11 @@
 
 Hugging Face ``generate`` with ``num_beams=W`` prefills every prompt W times and calls a Python
 ``prefix_allowed_tokens_fn`` per beam per step. Here the prompt is prefilled once (only the last
-position's logits are computed) and its KV cache is expanded to the beams; the trie is a dense
-``next_node[node, value]`` tensor, so masking a step is one gather for all users and beams.
+position's logits are computed) and the beams share it: each step appends the W beam tokens to the
+user's one cache row, and a 4-D attention mask lets every beam token see the prompt, its own
+ancestors and itself ("tree attention"), so no per-beam copy of the prompt's KV cache is ever
+made or reordered. The trie is a dense ``next_node[node, value]`` tensor, so masking a step is one
+gather for all users and beams.
 
 Scores are sums of full-vocabulary log-probabilities of the code tokens, the same quantity HF beam
 search ranks by with ``length_penalty=0`` and the exact full-catalogue scorer
@@ -74,6 +77,8 @@ class BeamSearchEngine:
         self.token_of = vocab.table.clamp(min=0).to(self.device)
         self.item_of_node = self.trie.item_of_node.to(self.device)
         self._cache_kw = _cache_argument(model)
+        # Custom 4-D masks are additive, in the dtype the hidden states flow in.
+        self.mask_dtype = model.get_input_embeddings().weight.dtype
 
     def prompts(self, histories: Sequence[Sequence[str]]) -> list[str]:
         return [seqrec_prompt(self.index, h) for h in histories]
@@ -95,14 +100,30 @@ class BeamSearchEngine:
         on_step: Callable[[BeamStep], None] | None = None,
     ) -> SearchResult:
         """Top-``k`` items per history (lists of item keys, oldest first) by beam search of width ``beams``."""
+        return self.search_prompts(self.prompts(histories), k, beams, trace, on_step)
+
+    @torch.inference_mode()
+    def search_prompts(
+        self,
+        prompts: Sequence[str],
+        k: int = 10,
+        beams: int = 20,
+        trace: bool = False,
+        on_step: Callable[[BeamStep], None] | None = None,
+    ) -> SearchResult:
+        """The same search after any prompts (e.g. item2index: a title in, a code out)."""
         if k > beams:
             raise ValueError(f"k={k} needs at least as many beams (got {beams})")
-        if not histories:
+        if not prompts:
             return SearchResult([])
-        enc = _left_padded(self.tokenizer, self.prompts(histories), self.device)
+        enc = _left_padded(self.tokenizer, prompts, self.device)
         mask = enc["attention_mask"]
         users = mask.shape[0]
         logp, cache = self._forward(enc["input_ids"], mask)  # (users, vocab), prompts prefilled once
+        prompt_mask = mask.bool()
+        prompt_lengths = mask.sum(1)  # the position of every beam's first code token
+        cached = mask.shape[1]  # cache length: prompt, then one block of beam tokens per decoded level
+        ancestors = torch.zeros(users, 1, 0, dtype=torch.long, device=self.device)  # cache slots of each beam's path
 
         node = torch.zeros(users, 1, dtype=torch.long, device=self.device)  # trie node of every beam
         score = torch.zeros(users, 1, device=self.device)
@@ -126,12 +147,22 @@ class BeamSearchEngine:
                     on_step(step)
             if level == self.levels - 1:
                 break
-            # Every cache row follows its beam's parent: one index_select per layer.
-            rows = (torch.arange(users, device=self.device).unsqueeze(1) * width + parent).view(-1)
-            cache.reorder_cache(rows)
-            mask = torch.cat([mask.index_select(0, rows), mask.new_ones(rows.shape[0], 1)], dim=1)
-            tokens = self.token_of[level][value].view(-1, 1)
-            logp, cache = self._forward(tokens, mask, cache)
+            # Tree attention: the new beam tokens are appended to each user's single cache row, each
+            # seeing the prompt, its own ancestors and itself. Nothing is copied per beam.
+            ancestors = torch.cat([ancestors.gather(1, parent.unsqueeze(-1).expand(-1, -1, ancestors.shape[-1])),
+                                   (cached + torch.arange(keep, device=self.device)).expand(users, keep).unsqueeze(-1)],
+                                  dim=-1)
+            visible = torch.zeros(users, keep, cached + keep, dtype=torch.bool, device=self.device)
+            visible[:, :, : prompt_mask.shape[1]] = prompt_mask.unsqueeze(1)
+            visible.scatter_(2, ancestors, True)
+            additive = torch.zeros(visible.shape, dtype=self.mask_dtype, device=self.device)
+            additive.masked_fill_(~visible, torch.finfo(self.mask_dtype).min)
+            out = self.model(input_ids=self.token_of[level][value], attention_mask=additive.unsqueeze(1),
+                             position_ids=(prompt_lengths + level).unsqueeze(1).expand(users, keep),
+                             use_cache=True, **{self._cache_kw: cache})
+            cache = out.past_key_values
+            logp = torch.log_softmax(out.logits.float(), dim=-1).view(users * keep, -1)
+            cached += keep
         return SearchResult(self._results(node, score, codes, k), steps if trace else [])
 
     def _step_view(self, level: int, codes: torch.Tensor, score: torch.Tensor) -> BeamStep:

@@ -1,0 +1,207 @@
+"""The demo: service functions, the Gradio app through gradio_client, and a real browser (Playwright)."""
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from eager.demo.service import DemoConfig, DemoError, DemoService, RecommendOutcome
+from eager.llm.pipeline import train_variant
+from eager.llm.recipes import VARIANTS
+from eager.serve.engine import BeamStep
+from tests.conftest import make_cyclic_data
+from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def demo_root(base_dir, tmp_path_factory):
+    """A 50-item catalogue saved as "beauty", with tiny checkpoints of all four variants."""
+    from eager.data import load_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    make_cyclic_data().save(root / "data" / "Beauty")
+    data = load_dataset("beauty", root / "data")
+    recipe = replace(TEST_RECIPE, stage1=replace(TEST_RECIPE.stage1, max_steps=6),
+                     stage2=replace(TEST_RECIPE.stage2, max_steps=2), eval_users=4, eval_beams=4)
+    for name, variant in VARIANTS.items():
+        model, tok = load_tiny(base_dir)
+        train_variant(data, variant, recipe, root / "checkpoints" / "beauty" / name, root / "artifacts",
+                      base=str(base_dir), progress=False, model=model, tokenizer=tok,
+                      index=toy_index(data, variant.index_source), tables=toy_embeddings(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(demo_root, base_dir):
+    return DemoService(DemoConfig(dataset="beauty", data_root=str(demo_root / "data"),
+                                  checkpoints=str(demo_root / "checkpoints"), dtype="fp32", base=str(base_dir)))
+
+
+def test_catalogue_search_users_and_history_checks(service):
+    labels = service.search("number 4")
+    assert labels and all("number 4" in label for label, _ in labels)
+    assert service.search("I007")[0][1] == "I007"  # a key finds its item
+    assert service.search("zzqx blorp") == [] and service.search("   ") == []
+    case = service.user_case(seed=3)
+    assert case["history"] and case["held_out"] in service.data.key_to_index()
+    assert service.user_case(user=case["user"]) == case
+    with pytest.raises(DemoError, match="No user"):
+        service.user_case(user="nobody")
+    with pytest.raises(DemoError, match="empty"):
+        service.check_history([])
+    with pytest.raises(DemoError, match="'not-an-item'"):
+        service.check_history(["I001", "not-an-item"])
+    with pytest.raises(DemoError, match="at most 200"):
+        service.check_history(["I001"] * 500)
+    keys, notes = service.check_history(["I001"] * 30)
+    assert len(keys) == 20 and "last 20" in notes[0]
+
+
+def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service):
+    case = service.user_case(seed=1)
+    seen = []
+    outcome = service.recommend(case["history"], "full", 5, case["held_out"], on_step=seen.append)
+    assert len(outcome.items) == 5 and all(i.key in service.data.key_to_index() for i in outcome.items)
+    assert [s.level for s in seen] == [0, 1, 2, 3]
+    assert [s.source for s in outcome.steps] == ["semantic", "semantic", "behaviour", "behaviour"]
+    ranked = [i.key for i in outcome.items]
+    assert outcome.held_out_rank == (ranked.index(case["held_out"]) + 1 if case["held_out"] in ranked else None)
+    index = service.index()
+    for item in outcome.items:
+        for share in item.shares:  # every reason is a true shared prefix
+            levels = [lv for lv, s in enumerate(index.level_sources) if s == share["source"]][: share["depth"]]
+            assert all(index.code_of(share["key"])[lv] == index.code_of(item.key)[lv] for lv in levels)
+    events = list(service.recommend_stream(case["history"], "wo_gct", 5))
+    assert [type(e) for e in events] == [BeamStep] * 4 + [RecommendOutcome]
+    with pytest.raises(DemoError, match="Unknown variant"):
+        service.recommend(["I001"], "bogus", 5)
+    with pytest.raises(DemoError, match="between 1 and 20"):
+        service.recommend(["I001"], "full", 500)
+    with pytest.raises(DemoError, match="empty"):
+        list(service.recommend_stream([], "full", 5))
+
+
+def test_compare_lookup_probe_and_model_card(service):
+    comparison = service.compare(["I010", "I011", "I012"], k=5, held_out="I013")
+    assert set(comparison["outcomes"]) == set(VARIANTS)
+    overlap = comparison["overlap"]
+    assert all(overlap[v][v] == 5 for v in VARIANTS)
+    assert all(overlap[a][b] == overlap[b][a] for a in VARIANTS for b in VARIANTS)
+    found = service.lookup("I020")
+    shared = [n["shared_levels"] for n in found["nearest"]]
+    assert shared == sorted(shared, reverse=True) and "I020" not in [n["key"] for n in found["nearest"]]
+    with pytest.raises(DemoError, match="not an item key"):
+        service.lookup("<a_1>garbage")
+    code = service.index().text_of("I005")
+    probe = service.code_to_title(code, "wo_aat", max_new_tokens=4)
+    assert probe["key"] == "I005" and probe["title"] == "item number 5" and isinstance(probe["generated"], str)
+    with pytest.raises(DemoError, match="not the code of any item"):
+        service.code_to_title("<z_9>", "full")
+    back = service.title_to_code("item number 5", "full", k=3)
+    assert len(back["codes"]) == 3 and all(c["key"] in service.data.key_to_index() for c in back["codes"])
+    card = service.model_card()
+    assert {r["variant"] for r in card["rows"]} == set(VARIANTS) and "McAuley" in card["terms"]
+
+
+def test_without_data_or_checkpoints_the_service_explains(tmp_path):
+    bare = DemoService(DemoConfig(dataset="beauty", data_root=str(tmp_path / "nothing"), checkpoints=str(tmp_path)))
+    assert "eager data prepare --dataset beauty" in bare.status() and "No checkpoints" in bare.status()
+    with pytest.raises(DemoError, match="eager data prepare"):
+        bare.search("lipstick")
+    with pytest.raises(DemoError, match="No checkpoint"):
+        bare.model("full")
+    with pytest.raises(DemoError, match="nothing to compare"):
+        bare.compare(["x"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(service):
+    import app
+
+    demo = app.build_demo(service)
+    demo.queue(max_size=32)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_api_end_to_end_bad_inputs_and_concurrency(running_app, service):
+    from gradio_client import Client
+
+    client = Client(running_app, verbose=False)
+    out = client.predict(["I001", "I002", "I003"], "full", 5, api_name="/recommend")
+    assert len(out["items"]) == 5 and all(i["key"] in service.data.key_to_index() for i in out["items"])
+    assert client.predict("number 7", api_name="/search")[0]["key"] == "I007"
+    for history, variant, k, message in (([], "full", 5, "empty"), (["I001", "nope"], "full", 5, "nope"),
+                                         (["I001"] * 500, "full", 5, "at most 200"),
+                                         (["I001"], "no-such-variant", 5, "Unknown variant"),
+                                         (["<script>alert(1)</script>"], "full", 5, "Not in the")):
+        with pytest.raises(Exception, match=message):
+            client.predict(history, variant, k, api_name="/recommend")
+    # still serving, and ten clients at once all get answers
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: Client(running_app, verbose=False).predict(
+            [f"I{i:03d}", f"I{i + 1:03d}"], "full", 3, api_name="/recommend"), range(10)))
+    assert all(len(a["items"]) == 3 for a in answers)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(running_app)
+        search = page.locator("#search textarea, #search input").first
+        search.fill("number 12")
+        search.press("Enter")
+        expect(page.get_by_text("matches")).to_be_visible(timeout=30_000)
+        page.locator("#add").click()
+        expect(page.locator("#history")).to_contain_text("I012", timeout=30_000)
+        page.locator("#load-user").click()  # a random real user replaces the history
+        expect(page.get_by_text("Real test user")).to_be_visible(timeout=30_000)
+        page.locator("#recommend").click()
+        expect(page.locator("#summary")).to_contain_text("answered in", timeout=60_000)
+        expect(page.locator("#steps")).to_contain_text("Token 4 of 4")
+        page.screenshot(path=str(tmp_path / "recommend.png"), full_page=True)
+        page.get_by_role("tab", name="Compare variants").click()
+        page.locator("#compare").click()
+        expect(page.locator("#compare-summary")).to_contain_text("wo_aat", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "recommend.png").stat().st_size > 10_000
+
+
+REAL_CHECKPOINT = REPO / "checkpoints" / "beauty" / "full"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_CHECKPOINT.exists(), reason="no trained Beauty checkpoint in checkpoints/ yet (issue #5)")
+def test_real_beauty_checkpoint_through_the_api(shared_data):
+    import app
+    from gradio_client import Client
+
+    service = DemoService(DemoConfig(dataset="beauty", data_root=str(shared_data), checkpoints=str(REPO / "checkpoints")))
+    demo = app.build_demo(service)
+    demo.queue(max_size=8)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        case = service.user_case(seed=0)
+        out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(case["history"], "full", 10, api_name="/recommend")
+        assert len(out["items"]) == 10 and all(i["key"] in service.data.key_to_index() for i in out["items"])
+    finally:
+        demo.close()
