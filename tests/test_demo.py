@@ -43,8 +43,8 @@ def service(demo_root, base_dir):
 
 
 def test_catalogue_search_users_and_history_checks(service):
-    labels = service.search("number 4")
-    assert labels and all("number 4" in label for label, _ in labels)
+    labels = service.search("Number 4")
+    assert labels[0][1] == "I004" and all("number" in label and "4" in label for label, _ in labels)
     assert service.search("I007")[0][1] == "I007"  # a key finds its item
     assert service.search("zzqx blorp") == [] and service.search("   ") == []
     case = service.user_case(seed=3)
