@@ -93,6 +93,7 @@ class DemoService:
         self._models: dict[str, VariantModel] = {}
         self._locks = {name: threading.Lock() for name in VARIANTS}
         self._data_lock = threading.Lock()
+        self._index: tuple[str, ItemIndex] | None = None
 
     # --- data ---------------------------------------------------------------------------
 
@@ -225,10 +226,11 @@ class DemoService:
         return self._models[variant]
 
     def index(self) -> ItemIndex:
-        """The index of the first available variant (all dual variants share it)."""
+        """The index of the first available variant (all dual variants share it), read once."""
         for name in self.available_variants():
-            model = self._models.get(name)
-            return model.engine.index if model else ItemIndex.load(self.checkpoint_root / name / INDEX_FILE)
+            if self._index is None or self._index[0] != name:
+                self._index = (name, ItemIndex.load(self.checkpoint_root / name / INDEX_FILE))
+            return self._index[1]
         raise DemoError(f"No checkpoint under {self.checkpoint_root}, so there is no item index to explore yet.")
 
     # --- recommending -------------------------------------------------------------------

@@ -59,6 +59,10 @@ def _cache_argument(model) -> str:
     return "cache" if "cache" in inspect.signature(type(inner).forward).parameters else "past_key_values"
 
 
+def _returned_cache(out):
+    return out.cache if "cache" in out else out.past_key_values
+
+
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     # With left padding, a token's position is the number of real tokens before it.
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -88,7 +92,7 @@ class BeamSearchEngine:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
                          position_ids=_positions(attention_mask)[:, -input_ids.shape[1]:],
                          logits_to_keep=1 if last_only else 0, **{self._cache_kw: cache})
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1), _returned_cache(out)
 
     @torch.inference_mode()
     def search(
@@ -160,7 +164,7 @@ class BeamSearchEngine:
             out = self.model(input_ids=self.token_of[level][value], attention_mask=additive.unsqueeze(1),
                              position_ids=(prompt_lengths + level).unsqueeze(1).expand(users, keep),
                              use_cache=True, **{self._cache_kw: cache})
-            cache = out.past_key_values
+            cache = _returned_cache(out)
             logp = torch.log_softmax(out.logits.float(), dim=-1).view(users * keep, -1)
             cached += keep
         return SearchResult(self._results(node, score, codes, k), steps if trace else [])
