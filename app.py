@@ -74,8 +74,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
     def recommend_live(state, variant, k) -> Iterator[tuple]:
         steps_md: list[str] = []
         try:
+            yield f"Loading `{variant}` (the first use of a variant takes a while)…", None, "", None
             index = service.model(variant).engine.index
-            yield "Loaded; decoding…", None, "", None
+            yield "Decoding…", None, "", None
             for event in service.recommend_stream(state["history"], variant, int(k), state["held_out"]):
                 if isinstance(event, BeamStep):
                     steps_md.append(views.step_markdown(event, index, service))
@@ -134,11 +135,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
             out = [service.title_to_code(title, v) for v in ("full", "wo_aat") if v in service.available_variants()]
         except DemoError as err:
             raise _fail(err) from None
-        lines = []
-        for o in out:
-            lines.append(f"**`{o['variant']}`** ({o['seconds']} s):")
-            lines += [f"- `{c['code']}` {c['score']:.2f} → {c['title'][:70]}" for c in o["codes"]]
-        return "\n".join(lines) or "Needs the full or wo_aat checkpoint."
+        blocks = [f"**`{o['variant']}`** ({o['seconds']} s):\n\n" +
+                  "\n".join(f"- `{c['code']}` {c['score']:.2f} → {c['title'][:70]}" for c in o["codes"]) for o in out]
+        return "\n\n".join(blocks) or "Needs the full or wo_aat checkpoint."
 
     def card():
         import json
@@ -184,7 +183,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                                          elem_id="user-id")
                     load = gr.Button("Load user", elem_id="load-user")
                 with gr.Column(scale=2):
-                    user_line = gr.Markdown("Empty history.")
+                    user_line = gr.Markdown("Empty history.", elem_id="user-line")
                     history = gr.Dataframe(headers=views.HISTORY_COLUMNS, label="History (oldest first)",
                                            interactive=False, elem_id="history")
             with gr.Row():
@@ -225,7 +224,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
             title_out = gr.Markdown()
         with gr.Tab("Model card"):
             card_md = gr.Markdown()
-            card_json = gr.Code(language="json", label="Training configs")
+            card_json = gr.Code(language="json", label="Training configs", max_lines=40)
 
         history_out = [history, user_line]
         query.submit(do_search, query, [found, found_note], api_visibility="private")
@@ -236,7 +235,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
         go.click(recommend_live, [state, variant, k], [steps, results, summary, tree_plot], api_visibility="private",
                  concurrency_limit=2).then(lambda: service.status(), None, status, api_visibility="private")
         run_compare.click(compare, [state, chosen, k], [compare_lists, compare_overlap, compare_summary],
-                          api_visibility="private", concurrency_limit=1)
+                          api_visibility="private", concurrency_limit=1).then(
+            lambda: service.status(), None, status, api_visibility="private")
         look.click(lookup, item_key, [looked, nearest], api_visibility="private")
         draw.click(tree, item_key, index_plot, api_visibility="private")
         code_go.click(probe_code, code_in, code_out, api_visibility="private", concurrency_limit=1)

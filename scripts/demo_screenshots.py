@@ -19,7 +19,7 @@ def main(url: str, out: Path) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.goto(url)
         page.locator("#load-user").click()
-        expect(page.get_by_text("Real test user")).to_be_visible(timeout=120_000)
+        expect(page.locator("#user-line")).to_contain_text("Real test user", timeout=120_000)
         page.locator("#recommend").click()
         expect(page.locator("#summary")).to_contain_text("answered in", timeout=300_000)
         page.wait_for_timeout(1500)  # let the plot draw
@@ -27,6 +27,7 @@ def main(url: str, out: Path) -> None:
         page.get_by_role("tab", name="Compare variants").click()
         page.locator("#compare").click()
         expect(page.locator("#compare-summary")).to_contain_text("wo_aat", timeout=600_000)
+        page.wait_for_timeout(3000)  # tables fade in
         page.screenshot(path=str(out / "demo_compare.png"), full_page=True)
         browser.close()
 

@@ -172,7 +172,7 @@ def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path)
         page.locator("#add").click()
         expect(page.locator("#history")).to_contain_text("I012", timeout=30_000)
         page.locator("#load-user").click()  # a random real user replaces the history
-        expect(page.get_by_text("Real test user")).to_be_visible(timeout=30_000)
+        expect(page.locator("#user-line")).to_contain_text("Real test user", timeout=30_000)
         page.locator("#recommend").click()
         expect(page.locator("#summary")).to_contain_text("answered in", timeout=60_000)
         expect(page.locator("#steps")).to_contain_text("Token 4 of 4")
