@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -257,3 +257,30 @@ def test_bucketed_batches_cut_padding():
 
     plain = [order[i : i + 32] for i in range(0, len(order), 32)]
     assert padding(bucketed_batches(order, lengths, 32, 20)) < 0.2 * padding(plain)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 12), st.sampled_from([64, 200, 400]), st.integers(0, 10_000))
+def test_packed_batches_give_the_padded_loss(cyclic_data, base_dir, size, row_len, seed):
+    """Packing changes the layout, never the loss: no sample sees another, GCT reads the same states."""
+    from eager.llm.batching import collate_packed, pack_rows
+
+    model, tok = _tiny(base_dir)
+    model.eval()
+    index = _index(cyclic_data)
+    add_code_tokens(model, tok, index, "mean", cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec", "index2item"), seed=seed)[:size]
+    projectors = DecompressionProjectors(32, _embeddings(cyclic_data))
+    config = GCTConfig(negatives=16)
+    padded = collate(tok, samples, 256)
+    packed = collate_packed(tok, samples, 256, row_len)
+    assert packed.input_ids.shape[0] <= padded.input_ids.shape[0]
+    assert packed.tokens == padded.tokens  # every token is there once
+    with torch.no_grad():
+        a = compute_loss(model, padded, projectors, config, torch.Generator().manual_seed(0))
+        b = compute_loss(model, packed, projectors, config, torch.Generator().manual_seed(0))
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
+    rows = pack_rows([5, 9, 3, 7, 2], 10)
+    assert sorted(i for r in rows for i in r) == list(range(5)) and all(sum([5, 9, 3, 7, 2][i] for i in r) <= 10 for r in rows)

@@ -17,7 +17,7 @@ TEST_RECIPE = replace(
     SMOKE_RECIPE,
     stage1=replace(SMOKE_RECIPE.stage1, tasks=("seqrec", "item2index"), epochs=2, lr=1e-2, max_steps=30),
     stage2=replace(SMOKE_RECIPE.stage2, epochs=1, lr=1e-2, max_steps=8),
-    eval_users=12, eval_beams=10,
+    eval_users=12, eval_beams=10, pack_len=512,  # the trainer tests run the packed layout
 )
 
 

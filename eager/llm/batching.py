@@ -1,4 +1,11 @@
-"""Tokenise samples into right-padded batches with response-only labels and the summary position."""
+"""Tokenise samples into batches with response-only labels and the summary position.
+
+Two layouts: one sample per right-padded row, or *packed* rows that hold several samples end to
+end (first-fit decreasing), with position ids restarting at every sample. Transformers reads
+restarting position ids (with no 2-D attention mask and no cache) as packed sequences and builds a
+block-diagonal causal mask, so no sample attends to another; the padding a batch of uneven
+lengths would carry is gone.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +24,27 @@ class Batch:
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
     labels: torch.Tensor  # (B, T), IGNORE outside the response (+ EOS)
-    summary_index: torch.Tensor  # (B,) position of the EOS closing the response
-    targets: torch.Tensor  # (B,) index row of the item the response names (-1: none)
-    gct_mask: torch.Tensor  # (B,) samples that take part in GCT (seqrec)
+    summary_index: torch.Tensor  # (N,) per sample: position of the EOS closing the response
+    targets: torch.Tensor  # (N,) index row of the item the response names (-1: none)
+    gct_mask: torch.Tensor  # (N,) samples that take part in GCT (seqrec)
+    summary_row: torch.Tensor | None = None  # (N,) row of each sample (None: sample i is row i)
+    position_ids: torch.Tensor | None = None  # (B, T) restarting per sample when packed
 
-    def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
-                                               self.summary_index, self.targets, self.gct_mask)))
+    @property
+    def packed(self) -> bool:
+        return self.position_ids is not None
+
+    @property
+    def rows_of_samples(self) -> torch.Tensor:
+        return self.summary_row if self.summary_row is not None else torch.arange(len(self.summary_index),
+                                                                                   device=self.summary_index.device)
+
+    def to(self, device) -> Batch:
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return Batch(*(move(t) for t in (self.input_ids, self.attention_mask, self.labels, self.summary_index,
+                                          self.targets, self.gct_mask, self.summary_row, self.position_ids)))
 
     @property
     def tokens(self) -> int:
@@ -59,6 +80,57 @@ def collate(tokenizer, samples: Sequence[Sample], max_len: int, gct_tasks: Seque
         summary_index=torch.tensor([len(ids) - 1 for ids, _ in encoded]),
         targets=torch.tensor([s.target for s in samples]),
         gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
+    )
+
+
+def pack_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
+    """First-fit decreasing: sample ids per row, each row's total length ≤ ``row_len``."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if lengths[i] > row_len:
+            raise ValueError(f"a sample of {lengths[i]} tokens does not fit a packed row of {row_len}")
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([i])
+            room.append(row_len - lengths[i])
+        else:
+            rows[slot].append(i)
+            room[slot] -= lengths[i]
+    return rows
+
+
+def collate_packed(tokenizer, samples: Sequence[Sample], max_len: int, row_len: int,
+                   gct_tasks: Sequence[str] = ("seqrec",)) -> Batch:
+    """The samples packed into as few rows of ≤ ``row_len`` tokens as first-fit allows."""
+    encoded = [encode(tokenizer, s, max_len) for s in samples]
+    rows = pack_rows([len(ids) for ids, _ in encoded], max(row_len, max_len))
+    width = max(sum(len(encoded[i][0]) for i in row) for row in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    # Padding gets positions 0, 1, … of its own: a segment of its own that nothing real attends to.
+    positions = torch.arange(width).repeat(len(rows), 1)
+    summary_row = torch.zeros(len(samples), dtype=torch.long)
+    summary_index = torch.zeros(len(samples), dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            ids, n_prompt = encoded[i]
+            end = start + len(ids)
+            input_ids[r, start:end] = torch.tensor(ids)
+            labels[r, start + n_prompt : end] = torch.tensor(ids[n_prompt:])
+            mask[r, start:end] = 1
+            positions[r, start:end] = torch.arange(len(ids))
+            summary_row[i], summary_index[i] = r, end - 1
+            start = end
+        positions[r, start:] = torch.arange(width - start)
+    return Batch(
+        input_ids, mask, labels, summary_index,
+        targets=torch.tensor([s.target for s in samples]),
+        gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
+        summary_row=summary_row, position_ids=positions,
     )
 
 

@@ -17,7 +17,9 @@ def causal_lm(model):
 def last_hidden(model, batch: Batch) -> torch.Tensor:
     """Final-layer (post-norm) hidden states, without computing logits for every position."""
     lm = causal_lm(model)
-    return lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    if batch.packed:  # no 2-D mask and no cache: transformers builds the block-diagonal mask from positions
+        return lm.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    return lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
 
 
 def compute_loss(
@@ -36,7 +38,7 @@ def compute_loss(
     out = {"lm": lm_loss, "loss": lm_loss}
     if projectors is not None and gct is not None and gct.weight > 0 and bool(batch.gct_mask.any()):
         rows = torch.nonzero(batch.gct_mask).squeeze(1)
-        summary = hidden[rows, batch.summary_index[rows]]
+        summary = hidden[batch.rows_of_samples[rows], batch.summary_index[rows]]
         losses = projectors(summary, batch.targets[rows], gct, generator)
         for name, value in losses.items():
             out[name] = value

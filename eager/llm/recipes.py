@@ -36,6 +36,7 @@ class TrainRecipe:
     gct: GCTConfig = field(default_factory=GCTConfig)
     token_init: str = "text"  # "text" (titles under each code) or "mean"
     max_len: int = 384
+    pack_len: int | None = None  # pack each batch's samples into rows of this many tokens (None: pad)
     max_history: int = 20
     eval_users: int = 2000  # validation users used for model selection
     eval_beams: int = 20
@@ -61,6 +62,7 @@ SMOLLM2_RECIPE = TrainRecipe(
     stage1=StageConfig(tasks=("seqrec", "item2index", "index2item", "fusionseqrec"), epochs=8, lr=1e-3,
                        batch_size=64),
     stage2=StageConfig(tasks=("seqrec",), epochs=1, lr=5e-4, batch_size=64),
+    pack_len=2048,
 )
 
 # Seconds on a tiny model, for tests; a few hundred steps on the real backbone for CPU checks.

@@ -24,7 +24,7 @@ from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
-from eager.llm.batching import approximate_lengths, bucketed_batches, collate
+from eager.llm.batching import approximate_lengths, bucketed_batches, collate, collate_packed
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
@@ -176,7 +176,9 @@ def train_stage(
         for members in bar:
             if step >= total:
                 break
-            batch = collate(tokenizer, [samples[i] for i in members], recipe.max_len)
+            chosen = [samples[i] for i in members]
+            batch = (collate_packed(tokenizer, chosen, recipe.max_len, recipe.pack_len) if recipe.pack_len
+                     else collate(tokenizer, chosen, recipe.max_len))
             batch = batch.to(device)
             losses = module(batch, gct, generator)
             optimizer.zero_grad(set_to_none=True)
