@@ -85,7 +85,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     from eager.index.figures import code_tree_figure
 
                     figure = code_tree_figure(index, service.data, highlight=[i.key for i in event.items[:5]],
-                                              title="Where the top recommendations sit in the semantic code tree")
+                                              merge_collapsed=True,
+                                              title="Where the top 5 sit in the semantic code tree (red)")
                     yield "\n\n".join(steps_md), views.results_table(event), views.outcome_markdown(event), figure
         except DemoError as err:
             raise _fail(err) from None
@@ -113,7 +114,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         try:
             highlight = [key.strip()] if key and key.strip() else []
-            return code_tree_figure(service.index(), service.data, highlight=highlight)
+            return code_tree_figure(service.index(), service.data, highlight=highlight, merge_collapsed=True)
         except (DemoError, KeyError) as err:
             raise _fail(err) from None
 

@@ -133,6 +133,11 @@ def test_code_tree_figure_highlights(cyclic_data):
     assert sum(v for i, v in zip(trace.ids, trace.values) if i in tops) == 50
     with pytest.raises(KeyError):
         code_tree_figure(index, cyclic_data, highlight=["missing"])
+    merged = code_tree_figure(index, cyclic_data, highlight=["I003"], merge_collapsed=True).data[0]
+    merged_tops = [i for i, p in zip(merged.ids, merged.parents) if p == ""]
+    assert "other" in merged_tops and len(merged_tops) == 2  # the opened branch + one wedge for the rest
+    opened = next(v for i, v in zip(merged.ids, merged.values) if i in merged_tops and i != "other")
+    assert f"({50 - opened} items)" in merged.labels[list(merged.ids).index("other")]
     fig_b = code_tree_figure(index, cyclic_data, source="behaviour")
     assert fig_b.data[0].ids[0].startswith("<c_")
 

@@ -33,11 +33,13 @@ def code_tree_figure(
     expand: Iterable[int] | None = None,
     default_expand: int = 6,
     title: str | None = None,
+    merge_collapsed: bool = False,
 ) -> go.Figure:
     """Sunburst of one source's code levels (semantic by default) with ``highlight`` items marked.
 
     ``expand`` lists level-1 codes to open down to items; by default the branches of the
-    highlighted items, else the ``default_expand`` largest.
+    highlighted items, else the ``default_expand`` largest. ``merge_collapsed`` draws all the
+    unopened branches as one grey wedge, so the opened ones fill the circle (the demo's view).
     """
     source = source or ("semantic" if "semantic" in index.level_sources else index.level_sources[0])
     levels = [l for l, s in enumerate(index.level_sources) if s == source]
@@ -63,8 +65,17 @@ def code_tree_figure(
 
     hot_prefixes = {tuple(codes[r, :d]) for r in marked for d in range(1, len(levels) + 1)}
     leaves_under: dict[str, int] = {}
+    others = [int(t) for t in np.flatnonzero(sizes) if int(t) not in expand] if merge_collapsed else []
+    if others:
+        # Drawn at a third of the circle whatever its true size, so the opened branches stay legible.
+        count = int(sizes[others].sum())
+        opened = int(sizes.sum()) - count
+        add("other", f"{len(others)} other codes ({count} items)", "", max(1, opened // 2), COLLAPSED,
+            f"{len(others)} other {source} codes: {count} items (not to scale)")
     for top in np.flatnonzero(sizes):
         top = int(top)
+        if top in others:
+            continue
         token = code_token(levels[0], top)
         members = np.flatnonzero(first == top)
         examples = "<br>".join(_short(titles.get(index.keys[r], "")) for r in members[:5])
