@@ -18,19 +18,12 @@ def history_table(service: DemoService, keys: list[str]) -> pd.DataFrame:
         index = None
     rows = []
     for n, key in enumerate(keys, start=1):
-        code = index.text_of(key) if index is not None and key in _keyset(index) else "—"
+        try:
+            code = index.text_of(key) if index is not None else "—"
+        except KeyError:  # an item the index does not cover
+            code = "—"
         rows.append([n, key, service.title(key), code])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-
-_KEYSETS: dict[int, set] = {}
-
-
-def _keyset(index) -> set:
-    found = _KEYSETS.get(id(index))
-    if found is None:
-        found = _KEYSETS[id(index)] = set(index.keys)
-    return found
 
 
 def step_markdown(step: BeamStep, index, service: DemoService, shown: int = 8) -> str:
