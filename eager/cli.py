@@ -140,8 +140,10 @@ def cmd_eval(args) -> None:
     from eager.eval.harness import evaluate_rankings, read_rankings
 
     if args.checkpoint:
-        from eager.llm.pipeline import evaluate_checkpoint
+        from eager.llm.pipeline import evaluate_checkpoint, record_evaluation
 
+        if args.record and args.limit:
+            raise ValueError("--record stores a full evaluation in the checkpoint; drop --limit")
         loaded, choice, _ = _load_serving(args)
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
@@ -149,6 +151,8 @@ def cmd_eval(args) -> None:
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
                                      batch_size=args.batch_size)
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
+        if args.record:
+            record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         _print({k: report[k] for k in keys} | {"out": out}, args.json)
         return
     if not (args.dataset and args.rankings):
@@ -290,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
     evaluate.add_argument("--beams", type=int, default=20)
     evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")
+    evaluate.add_argument("--record", action="store_true",
+                          help="store the result in the checkpoint's metrics.json (the demo's model card reads it)")
     _add_serving(evaluate, default_dtype="fp32")
     _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")

@@ -179,6 +179,11 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     report = json.loads(capsys.readouterr().out)
     assert report["users"] == 8 and report["invalid_rate"] == 0
     assert (tmp_path / "ev" / "predictions.jsonl").exists()
+    assert main(["eval", "--split", "test", "--limit", "8", "--record", *common]) == 2  # partial runs are not recorded
+    assert main(["eval", "--split", "test", "--beams", "10", "--record", "--dtype", "fp32", *common]) == 0
+    recorded = json.loads((ckpt / "metrics.json").read_text())["test"]
+    assert recorded["users"] == json.loads(capsys.readouterr().out)["users"] == 60 and recorded["dtype"] == "fp32"
+    load_checkpoint(ckpt, base=str(base_dir))  # the manifest was refreshed: the checkpoint still verifies
     assert main(["eval", "--checkpoint", str(tmp_path / "nothing"), "--json"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 

@@ -389,8 +389,9 @@ class DemoService:
             row = {"variant": name, "recipe": config.get("recipe", {}).get("name"),
                    "valid users": selection.get("users"), "valid recall@10": selection.get("recall@10"),
                    "valid ndcg@10": selection.get("ndcg@10"), "train minutes": config.get("train_minutes")}
-            test = metrics.get("test", {})
-            row.update({"test recall@10": test.get("recall@10"), "test ndcg@10": test.get("ndcg@10")})
+            test = metrics.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
+            row.update({"test users": test.get("users"), "test recall@10": test.get("recall@10"),
+                        "test ndcg@10": test.get("ndcg@10")})
             rows.append(row)
             configs[name] = config
         spec = get_spec(self.config.dataset)

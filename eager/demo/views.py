@@ -85,7 +85,7 @@ def model_card_markdown(card: dict) -> str:
         for row in card["rows"]:
             lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
         lines.append("\nValidation numbers are the trainer's model-selection scores on a sample of users; test numbers "
-                     "appear once `eager eval --checkpoint ... --split test` has been recorded in the checkpoint.")
+                     "appear once `eager eval --checkpoint DIR --split test --record` has stored a full evaluation.")
     else:
         lines.append("No checkpoints yet.")
     lines += ["", "### Data and its terms", card["terms"]]

@@ -176,6 +176,22 @@ def evaluate_checkpoint(
                              extra={"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)})
 
 
+def record_evaluation(checkpoint: str | Path, split: str, report: dict, dtype: str) -> dict:
+    """Put a full evaluation's numbers into the checkpoint's metrics.json (and refresh its manifest)."""
+    from eager.llm.checkpoint import read_config
+
+    folder = Path(checkpoint)
+    read_config(folder)  # only a complete, unmodified checkpoint gets numbers recorded into it
+    path = folder / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20", "invalid_rate", "users")
+    metrics[split] = {k: report[k] for k in keys if k in report} | {
+        "dtype": dtype, "beams": report.get("beams"), "created": report.get("created"), "machine": report.get("machine")}
+    path.write_text(json.dumps(metrics, indent=1) + "\n")
+    write_manifest(folder)
+    return metrics
+
+
 def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence[str], k: int = 10, beams: int = 20):
     """Recommendations for one history of item keys (unknown keys raise a KeyError naming them)."""
     if not history:
