@@ -121,7 +121,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
     @gpu
     def probe_code(code):
         try:
-            out = [service.code_to_title(code, v) for v in ("full", "wo_aat") if v in service.available_variants()]
+            out = [service.code_to_title(code, v) for v in service.probe_variants()]
         except DemoError as err:
             raise _fail(err) from None
         if not out:
@@ -133,7 +133,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
     @gpu
     def probe_title(title):
         try:
-            out = [service.title_to_code(title, v) for v in ("full", "wo_aat") if v in service.available_variants()]
+            out = [service.title_to_code(title, v) for v in service.probe_variants()]
         except DemoError as err:
             raise _fail(err) from None
         blocks = [f"**`{o['variant']}`** ({o['seconds']} s):\n\n" +

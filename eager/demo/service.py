@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -323,6 +324,11 @@ class DemoService:
                 "nearest": [{"key": index.keys[i], "title": self.title(index.keys[i]), "code": index.text_of(index.keys[i]),
                              "shared_levels": int(shared[i])} for i in order]}
 
+    def probe_variants(self) -> list[str]:
+        """What the language probe sets side by side: annealed (`full`) against not (`wo_aat`)."""
+        available = self.available_variants()
+        return [v for v in ("full", "wo_aat") if v in available]
+
     def code_to_title(self, code: str, variant: str = "full", max_new_tokens: int = 32) -> dict:
         """index2item: the title the model writes for an item code, beside the real title."""
         import torch
@@ -368,7 +374,8 @@ class DemoService:
         text = (code or "").strip()
         if text in self.data.key_to_index():  # an item key works too
             return text
-        found = next((k for k in index.keys if index.text_of(k) == text.replace(" ", "")), None)
+        values = [int(v) for v in re.findall(r"<[a-z]_(\d+)>", text)]
+        found = index.key_of_code(values) if len(values) == index.levels else None
         if found is None:
             example = index.text_of(index.keys[0])
             raise DemoError(f"{text[:60]!r} is not the code of any item; codes look like {example} "

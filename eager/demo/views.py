@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from eager.demo.service import DemoError, DemoService, RecommendOutcome
+from eager.index.item_index import code_token
 from eager.serve.engine import BeamStep
 
 HISTORY_COLUMNS = ["#", "key", "title", "code"]
@@ -33,7 +34,7 @@ def step_markdown(step: BeamStep, index, service: DemoService, shown: int = 8) -
     for code, score in step.beams[0][:shown]:
         under = (index.codes[:, : len(code)] == code).all(1)
         example = service.title(index.keys[int(under.argmax())])
-        tokens = "".join(f"<{chr(97 + level)}_{value}>" for level, value in enumerate(code))
+        tokens = "".join(code_token(level, value) for level, value in enumerate(code))
         lines.append(f"- `{tokens}` {score:.2f} · {int(under.sum())} items, e.g. {example[:60]}")
     return "\n".join(lines)
 

@@ -91,10 +91,13 @@ def read_config(directory: str | Path) -> dict:
     return json.loads((directory / CONFIG_FILE).read_text())
 
 
-def rebuild_merged(directory: str | Path, base: str | Path | None = None):
-    """(fp32 model with every stage's LoRA merged and the code rows in place, tokenizer, index, vocab, config)."""
+def rebuild_merged(directory: str | Path, base: str | Path | None = None, config: dict | None = None):
+    """(fp32 model with every stage's LoRA merged and the code rows in place, tokenizer, index, vocab, config).
+
+    ``config``: the already verified :func:`read_config` result, so the files are hashed only once.
+    """
     directory = Path(directory)
-    config = read_config(directory)
+    config = config if config is not None else read_config(directory)
     index = ItemIndex.load(directory / INDEX_FILE)
     model, tokenizer = load_backbone(base or config.get("backbone_override"))
     vocab = prepare_backbone(model, tokenizer, index, "mean", None)

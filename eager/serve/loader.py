@@ -131,7 +131,7 @@ def load_for_serving(
     folder = Path(cache_dir or default_cache_dir()) / cache_key(checkpoint, base, config, str(storage))
     cold = not (use_cache and (folder / "config.json").exists())
     if cold:
-        model, tokenizer, index, vocab, config = rebuild_merged(checkpoint, base)
+        model, tokenizer, index, vocab, config = rebuild_merged(checkpoint, base, config)
         if use_cache:
             folder.parent.mkdir(parents=True, exist_ok=True)
             _save_merged(model, tokenizer, folder, storage)
