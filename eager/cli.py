@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from eager.utils import artifacts_root
@@ -148,12 +149,15 @@ def cmd_eval(args) -> None:
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
                               f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
+        started = time.perf_counter()
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
                                      batch_size=args.batch_size)
+        seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
-        _print({k: report[k] for k in keys} | {"out": out}, args.json)
+        _print({k: report[k] for k in keys} | {"seconds": seconds, "device": choice.device, "dtype": choice.dtype,
+                                               "out": out}, args.json)
         return
     if not (args.dataset and args.rankings):
         raise ValueError("eager eval needs --checkpoint DIR, or --dataset NAME with --rankings FILE.jsonl")
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = stages.add_parser("train", help="train an EAGER-LLM variant and export its checkpoint")
     train.add_argument("--dataset", required=True)
     train.add_argument("--variant", default="full", help="full, wo_dki, wo_gct or wo_aat")
-    train.add_argument("--recipe", default="smollm2", help="smollm2 (ours), paper (reference) or smoke")
+    train.add_argument("--recipe", default="smollm2", help="smollm2 (ours), gpu-lease (one short GPU lease), paper (reference), smoke or cpu")
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
     train.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
     train.add_argument("--eval-users", type=int, help="validation users for model selection")

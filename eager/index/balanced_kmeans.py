@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import faiss
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,8 @@ def _fit_codebook(x: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarr
     k = min(k, len(x))
     if k == len(x):
         return x.copy()
+    import faiss  # here, not at import: training and serving read a built index and need neither
+
     kmeans = faiss.Kmeans(
         x.shape[1], k, niter=iterations, seed=seed, verbose=False, spherical=False,
         min_points_per_centroid=1, max_points_per_centroid=1 << 20,
@@ -70,6 +70,8 @@ def balanced_assign(dist: np.ndarray) -> np.ndarray:
     """
     n, k = dist.shape
     if n <= k:
+        from scipy.optimize import linear_sum_assignment
+
         rows, cols = linear_sum_assignment(dist)
         out = np.empty(n, dtype=np.int64)
         out[rows] = cols

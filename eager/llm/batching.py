@@ -39,9 +39,9 @@ class Batch:
         return self.summary_row if self.summary_row is not None else torch.arange(len(self.summary_index),
                                                                                    device=self.summary_index.device)
 
-    def to(self, device) -> Batch:
+    def to(self, device, non_blocking: bool = False) -> Batch:
         def move(t):
-            return None if t is None else t.to(device)
+            return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return Batch(*(move(t) for t in (self.input_ids, self.attention_mask, self.labels, self.summary_index,
                                           self.targets, self.gct_mask, self.summary_row, self.position_ids)))
@@ -156,3 +156,28 @@ def bucketed_batches(
 def approximate_lengths(samples: Sequence[Sample]) -> list[int]:
     """Character counts: enough to group samples of similar token length, without tokenising."""
     return [len(s.prompt) + len(s.response) for s in samples]
+
+
+class CollatedBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a stage's batch plan, tokenised and laid out: what a DataLoader worker builds."""
+
+    def __init__(self, tokenizer, samples: Sequence[Sample], batches: Sequence[Sequence[int]], max_len: int,
+                 pack_len: int | None):
+        self.tokenizer, self.samples, self.batches = tokenizer, samples, batches
+        self.max_len, self.pack_len = max_len, pack_len
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Batch:
+        chosen = [self.samples[j] for j in self.batches[i]]
+        if self.pack_len:
+            return collate_packed(self.tokenizer, chosen, self.max_len, self.pack_len)
+        return collate(self.tokenizer, chosen, self.max_len)
+
+    def stream(self, workers: int = 0):
+        """The batches in order: built here, or ``workers`` processes ahead of the consumer."""
+        if workers == 0:
+            return (self[i] for i in range(len(self)))
+        return iter(torch.utils.data.DataLoader(self, batch_size=None, shuffle=False, num_workers=workers,
+                                                prefetch_factor=4, pin_memory=False))

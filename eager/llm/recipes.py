@@ -26,6 +26,7 @@ class StageConfig:
     weight_decay: float = 0.01
     batch_size: int = 32
     max_steps: int | None = None  # a hard cap (smoke runs, bounded CPU runs)
+    max_minutes: float | None = None  # a wall-clock budget: the step count (and cosine) is fitted to it
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,18 @@ SMOLLM2_RECIPE = TrainRecipe(
     pack_len=2048,
 )
 
+# One short GPU lease (about 15 minutes of an H100/H200, start-up and evaluation included): some
+# 4.5 minutes of training, each stage's step count fitted to its clock budget. Batches of 256
+# samples (~30k tokens, packed) keep the GPU busy between optimizer steps. Not tuned: the first
+# numbers on a GPU, the point to tune from.
+GPU_LEASE_RECIPE = TrainRecipe(
+    name="gpu-lease",
+    stage1=StageConfig(tasks=("seqrec", "item2index", "index2item", "fusionseqrec"), epochs=1, lr=1e-3,
+                       batch_size=256, warmup_ratio=0.03, max_minutes=3.25),
+    stage2=StageConfig(tasks=("seqrec",), epochs=1, lr=5e-4, batch_size=256, warmup_ratio=0.03, max_minutes=1.1),
+    pack_len=2048, eval_users=1000,
+)
+
 # Seconds on a tiny model, for tests; a few hundred steps on the real backbone for CPU checks.
 SMOKE_RECIPE = TrainRecipe(
     name="smoke",
@@ -86,7 +99,7 @@ CPU_RECIPE = TrainRecipe(
     max_len=256, eval_users=200,
 )
 
-RECIPES = {r.name: r for r in (PAPER_RECIPE, SMOLLM2_RECIPE, SMOKE_RECIPE, CPU_RECIPE)}
+RECIPES = {r.name: r for r in (PAPER_RECIPE, SMOLLM2_RECIPE, GPU_LEASE_RECIPE, SMOKE_RECIPE, CPU_RECIPE)}
 
 
 @dataclass(frozen=True)

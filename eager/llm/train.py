@@ -4,12 +4,18 @@ One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the co
 the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU; the
 epoch kept is the one with the best validation NDCG@10 on a fixed subset of validation users;
 the state is written after every epoch so an interrupted run resumes where it stopped.
+
+On CUDA, batches are tokenised and packed by DataLoader workers while the GPU trains, and the
+per-step losses stay on the device (no host sync per step). A stage with ``max_minutes`` fits its
+step count to the clock: after a few timed steps the cosine schedule is stretched or shrunk to
+end when the budget does, so a run sized for one GPU lease still anneals to a low learning rate.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -18,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
-from eager.llm.batching import approximate_lengths, bucketed_batches, collate, collate_packed
+from eager.llm.batching import CollatedBatches, approximate_lengths, bucketed_batches
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
@@ -41,6 +46,61 @@ from eager.utils import seed_everything
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class StepBudget:
+    """The stage's step count: the epochs' steps, capped by ``max_steps``, then fitted to ``max_minutes``.
+
+    The learning-rate schedule reads ``total`` on every step, so fitting it to the measured step
+    time reshapes the cosine to end when the time does. Under data parallelism the fitted count is
+    rank 0's (``agree``), so every process stops at the same step.
+    """
+
+    CALIBRATE_AFTER = 3  # steps not timed (CUDA start-up, allocator warm-up)
+    CALIBRATE_OVER = 10  # steps timed
+
+    def __init__(self, total: int, warmup_ratio: float, max_minutes: float | None,
+                 agree: Callable[[int], int] = lambda n: n, single_process: bool = True):
+        self.total, self.warmup_ratio, self.agree = total, warmup_ratio, agree
+        self.seconds = None if max_minutes is None else 60.0 * max_minutes
+        self.single_process = single_process
+        self.fitted = False
+        self._mark: tuple[int, float] | None = None
+
+    def lr_factor(self, step: int) -> float:
+        warmup = int(self.warmup_ratio * self.total)
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, self.total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+    def observe(self, step: int, run_steps: int, run_started: float, sync: Callable[[], None]) -> None:
+        """After every optimizer step: ``step`` of the stage; ``run_steps`` taken since ``run_started``."""
+        if self.seconds is None:
+            return
+        if self.single_process and time.monotonic() - run_started >= self.seconds:  # a hard stop
+            self.total = min(self.total, step)
+            return
+        if self.fitted or run_steps < self.CALIBRATE_AFTER:
+            return
+        # The device queue is drained at both marks (twice a stage) so the clock means something.
+        if self._mark is None:
+            sync()
+            self._mark = (run_steps, time.monotonic())
+        elif run_steps - self._mark[0] >= self.CALIBRATE_OVER:
+            sync()
+            now = time.monotonic()
+            per_step = (now - self._mark[1]) / (run_steps - self._mark[0])
+            left = self.seconds - (now - run_started)
+            self.total = self.agree(min(self.total, step + max(0, int(left / per_step))))
+            self.fitted = True
+
+
+def loader_workers(device: torch.device) -> int:
+    """Collation runs beside the GPU in worker processes; on CPU it shares the cores with training."""
+    if device.type != "cuda":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
 class LossModule(torch.nn.Module):
@@ -110,6 +170,8 @@ def train_stage(
     accelerator = make_accelerator(recipe)
     device = accelerator.device
     seed_everything(recipe.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 validation matmuls (training runs in bf16 autocast)
     if stage.full_finetune:
         raise NotImplementedError("full fine-tuning is the paper's 7B recipe; our checkpoints are LoRA + code rows")
     first_row = first_code_row(model, trie.vocab)
@@ -132,13 +194,19 @@ def train_stage(
     total = steps_per_epoch * epochs
     if stage.max_steps:
         total = min(total, stage.max_steps)
+    budget = StepBudget(total, stage.warmup_ratio, stage.max_minutes, agree=lambda n: _from_rank0(n),
+                        single_process=world == 1)
     # The scheduler stays outside accelerate so it steps once per optimizer step on every process.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(stage.warmup_ratio * total), total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_factor)
     generator = torch.Generator().manual_seed(recipe.seed)
     gct = recipe.gct if projectors is not None else None
     cases = selection_cases(data, recipe)
     lengths = approximate_lengths(samples)  # length-bucketed batches waste little on padding
     eval_batch = 64 if device.type == "cuda" else 8
+    workers = loader_workers(device)
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     state_file = work_dir / f"{stage_name}_state.pt"
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
@@ -155,14 +223,16 @@ def train_stage(
         if projectors is not None and saved.get("projectors"):
             projectors.load_state_dict(saved["projectors"])
         start_epoch, step, history, best = saved["epoch"], saved["step"], saved["history"], saved["best"]
+        budget.total = saved.get("total", budget.total)
         best_lora, best_rows = saved["best_lora"], saved["best_rows"]
         generator.set_state(saved["generator"])
         if accelerator.is_main_process:
             log({"stage": stage_name, "resumed_at_epoch": start_epoch})
 
     module, optimizer = accelerator.prepare(LossModule(model, projectors), optimizer)
+    run_started, run_steps = time.monotonic(), 0
     for epoch in range(start_epoch, epochs):
-        if step >= total:
+        if step >= budget.total:
             break
         model.train()
         # Same permutation on every process (same seed), each takes its own stride of it.
@@ -171,25 +241,27 @@ def train_stage(
         order = order[: len(order) - len(order) % world][rank::world]
         batches = bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch)
         started, tokens, sums, count = time.monotonic(), 0, {}, 0
-        bar = tqdm(batches, desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
+        stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(workers)
+        bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
-        for members in bar:
-            if step >= total:
+        for batch in bar:
+            if step >= budget.total:
                 break
-            chosen = [samples[i] for i in members]
-            batch = (collate_packed(tokenizer, chosen, recipe.max_len, recipe.pack_len) if recipe.pack_len
-                     else collate(tokenizer, chosen, recipe.max_len))
-            batch = batch.to(device)
+            batch_tokens = batch.tokens  # counted on the host, before the copy
+            batch = batch.to(device, non_blocking=True)
             losses = module(batch, gct, generator)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(losses["loss"])
             accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             optimizer.step()
             scheduler.step()
-            step, tokens, count = step + 1, tokens + batch.tokens, count + 1
+            step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
             for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{losses['loss'].item():.3f}")
+                sums[name] = sums.get(name, 0.0) + value.detach()
+            budget.observe(step, run_steps, run_started, sync)
+            if count % 25 == 1:
+                bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
+        sync()
         seconds = time.monotonic() - started
         # Validation runs on the main process; every process gets its result, so all keep the same best.
         shared = [validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
@@ -197,8 +269,8 @@ def train_stage(
         broadcast_object_list(shared)
         metrics = shared[0]
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
-                  "tokens_per_s": round(tokens / max(seconds, 1e-9)),
-                  **{f"loss_{k}": v / max(count, 1) for k, v in sums.items()},
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9)), "tokens": tokens, "planned_steps": budget.total,
+                  **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
                   **{f"valid_{k}": v for k, v in metrics.items()}}
         if metrics["ndcg@10"] > best["ndcg@10"]:
             best = {**metrics, "epoch": epoch + 1}
@@ -211,7 +283,7 @@ def train_stage(
         torch.save({
             "lora": lora_state(model), "rows": rows[first_row:].detach().cpu(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "projectors": projectors.state_dict() if projectors else None,
-            "epoch": epoch + 1, "step": step, "history": history, "best": best, "best_lora": best_lora,
+            "epoch": epoch + 1, "step": step, "total": budget.total, "history": history, "best": best, "best_lora": best_lora,
             "best_rows": best_rows, "generator": generator.get_state(),
         }, state_file)
         log(record)  # after the state is on disk, so an interrupted run loses nothing logged
@@ -223,6 +295,16 @@ def train_stage(
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
     return model, best_lora, best_rows, {"history": history, "best": best}
+
+
+def _from_rank0(value):
+    from accelerate.utils import broadcast_object_list
+
+    if not torch.distributed.is_initialized():
+        return value
+    shared = [value]
+    broadcast_object_list(shared)
+    return shared[0]
 
 
 def make_logger(path: Path, echo: bool) -> Callable[[dict], None]:

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One variant end to end inside one short GPU lease: train it with the `gpu-lease` recipe, evaluate
+# the test and validation splits with the 20-beam engine (the wall time of each is the GPU serving
+# throughput), and pack the checkpoint with its log. Every step is bounded so the results are written
+# before the lease's command limit, even when a step fails.
+#
+#   bash scripts/gpu_lease_run.sh OUT_DIR [DATASET] [VARIANT]
+#
+# Expects what `eager train` reads: $EAGER_DATA_ROOT (the dataset), $EAGER_ARTIFACTS (its index, MiniLM
+# and SASRec embeddings) and the backbone ($EAGER_BASE_GGUF on the GPU machine, see .device/setup.sh).
+# $EAGER_RUN_SECONDS (default 540) is the whole run's budget. For a dry run on CPU:
+#   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry
+# (a limited evaluation is not recorded into the checkpoint).
+set -uo pipefail
+out=${1:?usage: gpu_lease_run.sh OUT_DIR [DATASET] [VARIANT]}
+dataset=${2:-beauty}
+variant=${3:-full}
+recipe=${EAGER_RECIPE:-gpu-lease}
+mkdir -p "$out"
+started=$(date +%s)
+budget=${EAGER_RUN_SECONDS:-540}
+left() { echo $((budget - ($(date +%s) - started))); }
+ckpt="checkpoints/$dataset/$variant"
+log="$out/run.log"
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import sys, torch, transformers, peft, accelerate; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
+  nproc
+} > "$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+pack() { tar czf "$out/checkpoint.tgz" "$ckpt" 2>/dev/null && echo "packed $ckpt ($(du -sh "$ckpt" | cut -f1))"; }
+
+# Training gets what is left minus the two evaluations' share; its stages are clock-budgeted anyway.
+t0=$(date +%s)
+timeout $(($(left) - 150)) python3 -m eager.cli train --dataset "$dataset" --variant "$variant" --recipe "$recipe" \
+  --out "$ckpt" ${EAGER_TRAIN_ARGS:-} --json > "$out/train.json" 2> "$log"
+echo "train: exit $? after $(($(date +%s) - t0)) s"
+cat "$out/train.json"
+cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.jsonl" "$out/" 2>/dev/null
+grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
+pack
+
+for split in test valid; do
+  if [ "$(left)" -lt 45 ] || [ ! -f "$ckpt/manifest.json" ]; then
+    echo "eval $split: skipped ($(left) s left)"
+    continue
+  fi
+  t0=$(date +%s)
+  scope="--record"
+  [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
+  timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$ckpt" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
+    $scope --json > "$out/eval_$split.json" 2>> "$log"
+  echo "eval $split: exit $? after $(($(date +%s) - t0)) s (model load included)"
+  cat "$out/eval_$split.json"
+  pack
+done
+grep -E "serving as|Traceback|Error" "$log" | tail -8
+echo "run: $(($(date +%s) - started)) s"

@@ -1,0 +1,104 @@
+"""The trainer's clock budget, its schedule, and the collation workers."""
+
+from dataclasses import replace
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import get_cosine_schedule_with_warmup
+
+from eager.llm.batching import CollatedBatches, bucketed_batches
+from eager.llm.code_tokens import add_code_tokens
+from eager.llm.decode import CodeTrie
+from eager.llm.recipes import GPU_LEASE_RECIPE, get_recipe
+from eager.llm.tasks import build_samples
+from eager.llm.train import StepBudget, train_stage
+from tests.tiny import TEST_RECIPE, load_tiny, toy_index
+
+
+@settings(max_examples=40, deadline=None)
+@given(total=st.integers(1, 400), warmup_ratio=st.floats(0.0, 0.5))
+def test_unbudgeted_schedule_is_the_transformers_cosine(total, warmup_ratio):
+    param = torch.nn.Parameter(torch.zeros(1))
+    reference = get_cosine_schedule_with_warmup(torch.optim.SGD([param], lr=1.0), int(warmup_ratio * total), total)
+    ours = StepBudget(total, warmup_ratio, None)
+    for step in range(total + 1):  # (past the end, transformers climbs the cosine again; ours stays at 0)
+        assert abs(ours.lr_factor(step) - reference.lr_lambdas[0](step)) < 1e-12
+
+
+class FakeClock:
+    def __init__(self, seconds_per_step: float):
+        self.now, self.per_step = 0.0, seconds_per_step
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
+    clock = FakeClock(2.0)
+    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    budget = StepBudget(total=10_000, warmup_ratio=0.0, max_minutes=1.0)  # 60 s at 2 s a step
+    synced = []
+    step = 0
+    while step < budget.total:
+        clock.now += clock.per_step
+        step += 1
+        budget.observe(step, step, 0.0, lambda: synced.append(step))
+    # Timed after 3 steps, fitted 10 steps later: 60 s / 2 s = 30 steps in all.
+    assert budget.fitted and budget.total == 30 and step == 30
+    assert synced == [StepBudget.CALIBRATE_AFTER, StepBudget.CALIBRATE_AFTER + StepBudget.CALIBRATE_OVER]
+    assert budget.lr_factor(budget.total) == 0.0  # the cosine now ends when the time does
+
+
+def test_budget_never_extends_the_planned_steps_and_stops_hard(monkeypatch):
+    clock = FakeClock(0.01)
+    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    budget = StepBudget(total=20, warmup_ratio=0.1, max_minutes=5.0)
+    for step in range(1, 21):
+        clock.now += clock.per_step
+        budget.observe(step, step, 0.0, lambda: None)
+    assert budget.total == 20  # fast steps: the epochs' plan stands
+    slow = StepBudget(total=100, warmup_ratio=0.0, max_minutes=0.01)  # 0.6 s
+    clock.now = 0.0
+    clock.now += 1.0
+    slow.observe(1, 1, 0.0, lambda: None)
+    assert slow.total == 1  # past the budget before calibration: stop now
+
+
+def test_worker_collation_gives_the_same_batches(cyclic_data, base_dir):
+    _, tok = load_tiny(base_dir)
+    index = toy_index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec", "item2index"))
+    plan = bucketed_batches(list(range(len(samples))), [len(s.prompt) for s in samples], 16, seed=3)
+    for pack_len in (None, 512):
+        batches = CollatedBatches(tok, samples, plan, 256, pack_len)
+        here, workers = list(batches.stream(0)), list(batches.stream(2))
+        assert len(here) == len(workers) == len(plan)
+        for a, b in zip(here, workers):
+            assert a.packed == (pack_len is not None)
+            for field in ("input_ids", "labels", "summary_index", "targets", "gct_mask", "position_ids"):
+                x, y = getattr(a, field), getattr(b, field)
+                assert (x is None and y is None) or torch.equal(x, y)
+
+
+def test_a_stage_with_a_clock_budget_stops_early_and_says_so(cyclic_data, base_dir, tmp_path):
+    model, tok = load_tiny(base_dir)
+    index = toy_index(cyclic_data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    samples = build_samples(cyclic_data, index, ("seqrec",))
+    stage = replace(TEST_RECIPE.stage2, epochs=3, max_steps=None, batch_size=4, max_minutes=1e-4)  # 6 ms
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+    planned = 3 * -(-len(samples) // 4)
+    _, _, _, info = train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe, None,
+                                tmp_path, lambda r: None, progress=False)
+    last = info["history"][-1]
+    assert len(info["history"]) == 1  # later epochs never started
+    assert 1 <= last["step"] == last["planned_steps"] < planned
+    assert last["tokens"] > 0 and last["tokens_per_s"] > 0
+
+
+def test_the_gpu_lease_recipe_is_named_and_budgeted():
+    recipe = get_recipe("gpu-lease")
+    assert recipe is GPU_LEASE_RECIPE
+    assert recipe.stage1.max_minutes and recipe.stage2.max_minutes and recipe.pack_len
+    assert not recipe.stage1.full_finetune and not recipe.stage2.full_finetune
