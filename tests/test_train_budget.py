@@ -44,10 +44,28 @@ def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
         clock.now += clock.per_step
         step += 1
         budget.observe(step, step, 0.0, lambda: synced.append(step))
-    # Timed after 3 steps, fitted 10 steps later: 60 s / 2 s = 30 steps in all.
-    assert budget.fitted and budget.total == 30 and step == 30
-    assert synced == [StepBudget.CALIBRATE_AFTER, StepBudget.CALIBRATE_AFTER + StepBudget.CALIBRATE_OVER]
+    # Timed from step 3, fitted after 10 timed steps: 60 s / 2 s = 30 steps in all.
+    assert budget.fits == 1 and budget.total == 30 and step == 30
+    assert synced == [3, 13]
     assert budget.lr_factor(budget.total) == 0.0  # the cosine now ends when the time does
+
+
+def test_budget_gives_back_the_steps_slow_first_steps_took(monkeypatch):
+    """Steps that get faster after the first fit (warm-up, loader workers) raise the count again."""
+    clock = FakeClock(1.0)
+    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    budget = StepBudget(total=1000, warmup_ratio=0.0, max_minutes=2.0)  # 120 s
+    step, counts = 0, []
+    while step < budget.total:
+        clock.now += 1.0 if step < 13 else 0.25
+        step += 1
+        before = budget.fits
+        budget.observe(step, step, 0.0, lambda: None)
+        if budget.fits > before:
+            counts.append(budget.total)
+    assert counts[0] == 13 + int((120 - 13) / 1.0)  # the first fit sees 10 slow steps
+    assert counts == sorted(counts) and counts[-1] == 13 + int((120 - 13) / 0.25)
+    assert 120 - 2.0 < clock.now <= 120.0  # and the stage ends when the time does, not long before
 
 
 def test_budget_never_extends_the_planned_steps_and_stops_hard(monkeypatch):
@@ -57,7 +75,7 @@ def test_budget_never_extends_the_planned_steps_and_stops_hard(monkeypatch):
     for step in range(1, 21):
         clock.now += clock.per_step
         budget.observe(step, step, 0.0, lambda: None)
-    assert budget.total == 20  # fast steps: the epochs' plan stands
+    assert budget.total == 20 and budget.fits >= 1  # fast steps: the epochs' plan stands
     slow = StepBudget(total=100, warmup_ratio=0.0, max_minutes=0.01)  # 0.6 s
     clock.now = 0.0
     clock.now += 1.0

@@ -24,6 +24,13 @@ PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 
 
+def machine_line() -> str:
+    """Where a number was measured: CPU threads, and the GPU when one is visible."""
+    cpu = " ".join(f"{platform.machine()} {platform.processor() or ''}".split())
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu} {torch.get_num_threads()} threads{gpu}"
+
+
 def evaluate_rankings(
     data: InteractionData,
     split: str,
@@ -75,7 +82,7 @@ def evaluate_rankings(
         "missing_users": missing,
         "max_history": max_history,
         "config": dict(config or {}),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "machine": machine_line(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **dict(extra or {}),
     }
