@@ -7,8 +7,8 @@ the state is written after every epoch so an interrupted run resumes where it st
 
 On CUDA, batches are tokenised and packed by DataLoader workers while the GPU trains, and the
 per-step losses stay on the device (no host sync per step). A stage with ``max_minutes`` fits its
-step count to the clock: after a few timed steps the cosine schedule is stretched or shrunk to
-end when the budget does, so a run sized for one GPU lease still anneals to a low learning rate.
+step count to the clock: timed steps (re-timed over doubling windows) stretch or shrink the cosine
+schedule to end when the budget does, so a run sized for one GPU lease still anneals.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class StepBudget:
     The learning-rate schedule reads ``total`` on every step, so fitting it to the measured step
     time reshapes the cosine to end when the time does. The step time is re-measured over windows
     of doubling length (the first steps are slow: kernel selection, loader workers starting), and
-    the count is never raised above the epochs' plan. Under data
-    parallelism the count is rank 0's (``agree``), so every process stops at the same step.
+    the count is never raised above the epochs' plan. Under data parallelism the count is rank 0's
+    (``agree``), so every process stops at the same step. A resumed run gets a fresh budget.
     """
 
     CALIBRATE_AFTER = 3  # steps not timed (CUDA start-up, allocator warm-up)
@@ -199,7 +199,7 @@ def train_stage(
     total = steps_per_epoch * epochs
     if stage.max_steps:
         total = min(total, stage.max_steps)
-    budget = StepBudget(total, stage.warmup_ratio, stage.max_minutes, agree=lambda n: _from_rank0(n),
+    budget = StepBudget(total, stage.warmup_ratio, stage.max_minutes, agree=_from_rank0,
                         single_process=world == 1)
     # The scheduler stays outside accelerate so it steps once per optimizer step on every process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_factor)
