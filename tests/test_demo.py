@@ -205,3 +205,6 @@ def test_real_beauty_checkpoint_through_the_api(shared_data):
         assert len(out["items"]) == 10 and all(i["key"] in service.data.key_to_index() for i in out["items"])
     finally:
         demo.close()
+    # The card shows the recorded full evaluations (every user), not the trainer's 1,000-user subset.
+    row = next(r for r in service.model_card()["rows"] if r["variant"] == "full")
+    assert row["valid users"] == row["test users"] == service.data.num_users

@@ -392,10 +392,11 @@ class DemoService:
             folder = self.checkpoint_root / name
             config = json.loads((folder / "config.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-            selection = metrics.get("selection", {})
+            # A recorded full validation run (`eager eval --split valid --record`) over the trainer's subset.
+            valid = metrics.get("valid") or metrics.get("selection", {})
             row = {"variant": name, "recipe": config.get("recipe", {}).get("name"),
-                   "valid users": selection.get("users"), "valid recall@10": selection.get("recall@10"),
-                   "valid ndcg@10": selection.get("ndcg@10"), "train minutes": config.get("train_minutes")}
+                   "valid users": valid.get("users"), "valid recall@10": valid.get("recall@10"),
+                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": config.get("train_minutes")}
             test = metrics.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
             row.update({"test users": test.get("users"), "test recall@10": test.get("recall@10"),
                         "test ndcg@10": test.get("ndcg@10")})
