@@ -43,6 +43,7 @@ class TrainRecipe:
     eval_beams: int = 20
     seed: int = 42
     bf16: bool = True  # on CUDA; CPU trains in fp32
+    compile: bool = False  # torch.compile the decoder layers for the training steps (not yet measured on a GPU)
 
 
 # The authors' LLaMA-7B recipe, for reference: full fine-tuning cannot meet the 12 MiB checkpoint

@@ -101,6 +101,34 @@ class StepBudget:
             self._mark, self._next_fit = (run_steps, now), self._next_fit * 2
 
 
+class CompiledLayers:
+    """The decoder layers' forwards through ``torch.compile``, switched on for the training steps only.
+
+    The attention mask (block-diagonal for packed rows) is built outside the layers, in eager
+    mode, so compiling stops at the layers: the many small kernels of a narrow model (norms, LoRA
+    branches, casts, activations) are what fusion saves. Validation runs the plain forwards, as it
+    feeds caches and tree masks the training graphs never saw. The parameters stay where they are,
+    so state dicts and merges are unaffected.
+    """
+
+    def __init__(self, model, enabled: bool):
+        from eager.llm.objective import causal_lm
+
+        self.layers = list(causal_lm(model).model.layers) if enabled else []
+        # One graph serves every layer (same code, parameters as inputs); lengths vary per batch.
+        self.compiled = [torch.compile(layer.forward, dynamic=True) for layer in self.layers]
+
+    def __enter__(self):
+        for layer, forward in zip(self.layers, self.compiled):
+            layer.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        for layer in self.layers:
+            del layer.forward  # back to the class's forward
+        return False
+
+
 def loader_workers(device: torch.device) -> int:
     """Collation runs beside the GPU in worker processes; on CPU it shares the cores with training."""
     if device.type != "cuda":
@@ -212,6 +240,7 @@ def train_stage(
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    compiled = CompiledLayers(model, recipe.compile)
 
     state_file = work_dir / f"{stage_name}_state.pt"
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
@@ -249,23 +278,24 @@ def train_stage(
         stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(workers)
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
-        for batch in bar:
-            if step >= budget.total:
-                break
-            batch_tokens = batch.tokens  # counted on the host, before the copy
-            batch = batch.to(device, non_blocking=True)
-            losses = module(batch, gct, generator)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(losses["loss"])
-            accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            optimizer.step()
-            scheduler.step()
-            step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach()
-            budget.observe(step, run_steps, run_started, sync)
-            if count % 25 == 1:
-                bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
+        with compiled:  # (a no-op unless the recipe compiles)
+            for batch in bar:
+                if step >= budget.total:
+                    break
+                batch_tokens = batch.tokens  # counted on the host, before the copy
+                batch = batch.to(device, non_blocking=True)
+                losses = module(batch, gct, generator)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(losses["loss"])
+                accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+                optimizer.step()
+                scheduler.step()
+                step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach()
+                budget.observe(step, run_steps, run_started, sync)
+                if count % 25 == 1:
+                    bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
         sync()
         seconds = time.monotonic() - started
         # Validation runs on the main process; every process gets its result, so all keep the same best.
