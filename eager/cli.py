@@ -110,8 +110,8 @@ def cmd_train(args) -> None:
                          stage2=replace(recipe.stage2, max_steps=args.max_steps))
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
-    if args.compile:
-        recipe = replace(recipe, compile=True)
+    if args.compile is not None:
+        recipe = replace(recipe, compile=args.compile)
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json)
@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
     train.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
     train.add_argument("--eval-users", type=int, help="validation users for model selection")
-    train.add_argument("--compile", action="store_true", help="torch.compile the decoder layers for the training steps")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the decoder layers for the training steps (default: the recipe's)")
     train.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
     train.add_argument("--json", action="store_true")
