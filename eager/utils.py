@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from pathlib import Path
 
@@ -23,3 +24,17 @@ def artifacts_root(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(os.environ.get(ARTIFACTS_ENV, "artifacts")).expanduser()
+
+
+def machine_facts() -> dict:
+    """Where a number was measured: architecture, CPU, torch threads and the GPU when one is visible."""
+    return {"arch": platform.machine(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def machine_line() -> str:
+    """:func:`machine_facts` as the one line reports carry."""
+    facts = machine_facts()
+    cpu = " ".join(f"{facts['arch']} {platform.processor() or ''}".split())
+    return f"{cpu} {facts['threads']} threads" + (f", {facts['gpu']}" if facts["gpu"] else "")

@@ -31,22 +31,26 @@ del base
 
 class NF4PlusDelta(torch.nn.Module):
     def __init__(self, q, delta):
-        super().__init__(); self.q, self.delta = q, delta
+        super().__init__()
+        self.q, self.delta = q, delta
+
     def forward(self, x):
         return self.q(x) + torch.nn.functional.linear(x, self.delta.to(x.dtype))
 
+
 def nf4_base_plus_delta(model):
-    import bitsandbytes as bnb
-    for name, mod in list(model.named_modules()):
-        for cname, child in list(mod.named_children()):
-            full = f"{name}.{cname}" if name else cname
-            if full in base_lin:
-                W, B = child.weight.data.float(), base_lin[full]
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, compute_dtype=torch.float32, quant_type="nf4", compress_statistics=False)
-                q.weight = bnb.nn.Params4bit(B.clone(), requires_grad=False, quant_type="nf4", compress_statistics=False)
-                q = q.to("cpu")
-                setattr(mod, cname, NF4PlusDelta(q, W - B))
+    """The merged model with its Linears reset to the base, quantised as served, plus the exact deltas."""
+    deltas = {}
+    for name, W in base_lin.items():
+        weight = model.get_submodule(name).weight
+        deltas[name] = weight.data.float() - W
+        weight.data.copy_(W)
+    quantize_nf4(model, torch.float32)
+    for name, delta in deltas.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, NF4PlusDelta(model.get_submodule(name), delta))
     return model
+
 
 r = [((merged.get_submodule(n).weight.data.float() - B).pow(2).mean().sqrt() / B.pow(2).mean().sqrt()).item()
      for n, B in base_lin.items()]

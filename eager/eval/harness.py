@@ -8,7 +8,6 @@ split's held-out items, writes ``predictions.jsonl`` (user, target, ranked list)
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -19,16 +18,10 @@ import torch
 from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
 from eager.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_rank
+from eager.utils import machine_line
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
-
-
-def machine_line() -> str:
-    """Where a number was measured: CPU threads, and the GPU when one is visible."""
-    cpu = " ".join(f"{platform.machine()} {platform.processor() or ''}".split())
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu} {torch.get_num_threads()} threads{gpu}"
 
 
 def evaluate_rankings(

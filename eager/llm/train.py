@@ -198,8 +198,6 @@ def train_stage(
     progress: bool = True,
 ):
     """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history)."""
-    from accelerate.utils import broadcast_object_list
-
     accelerator = make_accelerator(recipe)
     device = accelerator.device
     seed_everything(recipe.seed)
@@ -299,10 +297,8 @@ def train_stage(
         sync()
         seconds = time.monotonic() - started
         # Validation runs on the main process; every process gets its result, so all keep the same best.
-        shared = [validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch)
-                  if accelerator.is_main_process else None]
-        broadcast_object_list(shared)
-        metrics = shared[0]
+        metrics = _from_rank0(validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams,
+                                               eval_batch) if accelerator.is_main_process else None)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), "tokens": tokens, "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},

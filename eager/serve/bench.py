@@ -7,7 +7,6 @@ where the kernel allows it (``/proc/self/clear_refs``), so each path's peak is i
 
 from __future__ import annotations
 
-import platform
 import random
 import statistics
 import time
@@ -23,6 +22,7 @@ from eager.data.split import eval_cases
 from eager.llm.checkpoint import LoadedModel
 from eager.llm.decode import recommend_batch
 from eager.serve.engine import BeamSearchEngine
+from eager.utils import machine_facts
 
 
 def _status_mb(field: str) -> float | None:
@@ -53,8 +53,8 @@ def peak_rss_mb() -> float | None:
 
 
 def machine() -> dict:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "gpu": gpu,
+    facts = machine_facts()
+    return {"cpu": facts["cpu"], "threads": facts["threads"], "gpu": facts["gpu"],
             "torch": torch.__version__, "date": datetime.now(UTC).strftime("%Y-%m-%d")}
 
 
