@@ -97,6 +97,15 @@ def cmd_baseline(args) -> None:
     _print(payload, args.json)
 
 
+def _stage_steps(text: str) -> tuple[int, int]:
+    """``--max-steps``: one cap for both stages (``300``) or one per stage (``274,188``)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SystemExit(f"--max-steps {text!r}: give a positive step count, or two as STAGE1,STAGE2 (e.g. 274,188)")
+    steps = [int(p) for p in parts]
+    return steps[0], steps[-1]
+
+
 def cmd_train(args) -> None:
     from dataclasses import replace
 
@@ -106,8 +115,9 @@ def cmd_train(args) -> None:
 
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     if args.max_steps:
-        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=args.max_steps),
-                         stage2=replace(recipe.stage2, max_steps=args.max_steps))
+        first, second = _stage_steps(args.max_steps)
+        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=first),
+                         stage2=replace(recipe.stage2, max_steps=second))
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
     if args.compile is not None:
@@ -273,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", default="full", help="full, wo_dki, wo_gct or wo_aat")
     train.add_argument("--recipe", default="smollm2", help="smollm2 (ours), gpu-lease (one short GPU lease), paper (reference), smoke or cpu")
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
-    train.add_argument("--max-steps", type=int, help="cap the optimizer steps of each stage")
+    train.add_argument("--max-steps", help="cap the optimizer steps of each stage: N for both, or STAGE1,STAGE2 "
+                       "(e.g. 274,188 to repeat another run's step counts)")
     train.add_argument("--eval-users", type=int, help="validation users for model selection")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the decoder layers for the training steps (default: the recipe's)")

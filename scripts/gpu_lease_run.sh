@@ -8,7 +8,8 @@
 #
 # Expects what `eager train` reads: $EAGER_DATA_ROOT (the dataset), $EAGER_ARTIFACTS (its index, MiniLM
 # and SASRec embeddings) and the backbone ($EAGER_BASE_GGUF on the GPU machine, see .device/setup.sh).
-# $EAGER_RUN_SECONDS (default 540) is the whole run's budget. For a dry run on CPU:
+# $EAGER_RUN_SECONDS (default 540) is the whole run's budget; $EAGER_EVAL_SPLITS (default "test valid")
+# the splits evaluated after training. For a dry run on CPU:
 #   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry
 # (a limited evaluation is not recorded into the checkpoint).
 set -uo pipefail
@@ -43,7 +44,7 @@ cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.json
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 
-for split in test valid; do
+for split in ${EAGER_EVAL_SPLITS:-test valid}; do
   if [ "$(left)" -lt 60 ] || [ ! -f "$ckpt/manifest.json" ]; then
     echo "eval $split: skipped ($(left) s left)"
     continue

@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,3 +150,13 @@ def test_compiled_layers_train_like_the_plain_ones(cyclic_data, base_dir, tmp_pa
     assert plain["valid_ndcg@10"] == fast["valid_ndcg@10"]
     for key, value in plain_lora.items():
         assert torch.allclose(value, fast_lora[key], atol=1e-4, rtol=1e-3), key
+
+
+def test_max_steps_flag_takes_one_cap_or_one_per_stage():
+    from eager.cli import _stage_steps
+
+    assert _stage_steps("300") == (300, 300)
+    assert _stage_steps("274, 188") == (274, 188)
+    for bad in ("0", "1,2,3", "ten", "5,-1"):
+        with pytest.raises(SystemExit, match="--max-steps"):
+            _stage_steps(bad)
