@@ -36,5 +36,6 @@ def machine_facts() -> dict:
 def machine_line() -> str:
     """:func:`machine_facts` as the one line reports carry."""
     facts = machine_facts()
-    cpu = " ".join(f"{facts['arch']} {platform.processor() or ''}".split())
+    # platform.processor() is often just the architecture again (Linux), so name it once.
+    cpu = facts["arch"] if facts["cpu"] in (facts["arch"], "") else f"{facts['arch']} {facts['cpu']}"
     return f"{cpu} {facts['threads']} threads" + (f", {facts['gpu']}" if facts["gpu"] else "")

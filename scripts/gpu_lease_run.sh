@@ -17,30 +17,39 @@ out=${1:?usage: gpu_lease_run.sh OUT_DIR [DATASET] [VARIANT]}
 dataset=${2:-beauty}
 variant=${3:-full}
 recipe=${EAGER_RECIPE:-gpu-lease}
+# The lease hands back only a few files per command, so everything goes into one $out/run.tgz
+# (the checkpoint and a logs/ folder), re-packed after every step; key lines also go to stdout.
 mkdir -p "$out"
+stage_dir=$(mktemp -d)
+logs="$stage_dir/logs"
+mkdir -p "$logs"
 started=$(date +%s)
 budget=${EAGER_RUN_SECONDS:-540}
 left() { echo $((budget - ($(date +%s) - started))); }
 ckpt="checkpoints/$dataset/$variant"
-log="$out/run.log"
+log="$logs/run.log"
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import sys, torch, transformers, peft, accelerate; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
   nproc
-} > "$out/env.txt" 2>&1
-cat "$out/env.txt"
+} > "$logs/env.txt" 2>&1
+cat "$logs/env.txt"
 
-pack() { tar czf "$out/checkpoint.tgz" "$ckpt" 2>/dev/null && echo "packed $ckpt ($(du -sh "$ckpt" | cut -f1))"; }
+pack() {
+  local parts=()
+  [ -d "$ckpt" ] && parts+=("$ckpt")
+  tar czf "$out/run.tgz" "${parts[@]}" -C "$stage_dir" logs && echo "packed ${parts[*]:-no checkpoint} + logs"
+}
 
 # Training gets what is left but the test evaluation (~50 s on an H200); validation runs if time remains.
 # (A run killed here leaves nothing: give the whole run at least ~6 min for the gpu-lease recipe.)
 t0=$(date +%s)
 timeout $(($(left) - 80)) python3 -m eager.cli train --dataset "$dataset" --variant "$variant" --recipe "$recipe" \
-  --out "$ckpt" ${EAGER_TRAIN_ARGS:-} --json > "$out/train.json" 2> "$log"
-echo "train: exit $? after $(($(date +%s) - t0)) s"
-cat "$out/train.json"
-cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.jsonl" "$out/" 2>/dev/null
+  --out "$ckpt" ${EAGER_TRAIN_ARGS:-} --json > "$logs/train.json" 2> "$log"
+echo "train: exit $? after $(($(date +%s) - t0)) s" | tee -a "$log"
+cat "$logs/train.json"
+cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.jsonl" "$logs/" 2>/dev/null
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 
@@ -53,9 +62,9 @@ for split in ${EAGER_EVAL_SPLITS:-test valid}; do
   scope="--record"
   [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
   timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$ckpt" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
-    $scope --json > "$out/eval_$split.json" 2>> "$log"
+    $scope --json > "$logs/eval_$split.json" 2>> "$log"
   echo "eval $split: exit $? after $(($(date +%s) - t0)) s (model load included)"
-  cat "$out/eval_$split.json"
+  cat "$logs/eval_$split.json"
   pack
 done
 grep -E "serving as|Traceback|Error" "$log" | tail -8

@@ -206,5 +206,8 @@ def test_real_beauty_checkpoint_through_the_api(shared_data):
     finally:
         demo.close()
     # The card shows the recorded full evaluations (every user), not the trainer's 1,000-user subset.
-    row = next(r for r in service.model_card()["rows"] if r["variant"] == "full")
-    assert row["valid users"] == row["test users"] == service.data.num_users
+    rows = {r["variant"]: r for r in service.model_card()["rows"]}
+    assert rows["full"]["valid users"] == rows["full"]["test users"] == service.data.num_users
+    # Every shipped variant carries its recorded test run over every user (the Compare tab's card).
+    assert set(rows) == set(service.available_variants())
+    assert all(r["test users"] == service.data.num_users and r["test recall@10"] > 0 for r in rows.values())
