@@ -202,7 +202,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
             if examples:
                 gr.Examples(examples, inputs=[user_id], label="Curated real users (then press Load user)")
         with gr.Tab("Compare variants"):
-            chosen = gr.CheckboxGroup(list(VARIANTS), value=list(VARIANTS), label="Variants")
+            # Ticked: the variants that have checkpoints (all of them when none do, so Compare explains).
+            chosen = gr.CheckboxGroup(list(VARIANTS), value=service.available_variants() or list(VARIANTS),
+                                      label="Variants")
             run_compare = gr.Button("Compare on this history", elem_id="compare")
             compare_summary = gr.Dataframe(label="Latency and held-out rank", interactive=False, elem_id="compare-summary")
             compare_lists = gr.Dataframe(label="Top-k side by side", interactive=False)

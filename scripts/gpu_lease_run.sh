@@ -7,7 +7,8 @@
 #   bash scripts/gpu_lease_run.sh OUT_DIR [DATASET] [VARIANT]
 #
 # Expects what `eager train` reads: $EAGER_DATA_ROOT (the dataset), $EAGER_ARTIFACTS (its index, MiniLM
-# and SASRec embeddings) and the backbone ($EAGER_BASE_GGUF on the GPU machine, see .device/setup.sh).
+# and SASRec embeddings) and the backbone ($EAGER_BASE_GGUF); on the GPU machine .device/setup.sh and
+# scripts/device_inputs.sh export them (README: "The first GPU run").
 # $EAGER_RUN_SECONDS (default 540) is the whole run's budget; $EAGER_EVAL_SPLITS (default "test valid")
 # the splits evaluated after training. For a dry run on CPU:
 #   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry

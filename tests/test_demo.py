@@ -108,6 +108,28 @@ def test_compare_lookup_probe_and_model_card(service):
     assert {r["variant"] for r in card["rows"]} == set(VARIANTS) and "McAuley" in card["terms"]
 
 
+def test_compare_reports_variants_without_checkpoints_instead_of_failing(demo_root, base_dir, tmp_path):
+    from eager.demo import views
+
+    partial = tmp_path / "checkpoints" / "beauty"
+    partial.mkdir(parents=True)
+    for name in ("full", "wo_aat"):  # as shipped while an ablation is still untrained
+        (partial / name).symlink_to(demo_root / "checkpoints" / "beauty" / name)
+    some = DemoService(DemoConfig(dataset="beauty", data_root=str(demo_root / "data"),
+                                  checkpoints=str(tmp_path / "checkpoints"), dtype="fp32", base=str(base_dir)))
+    comparison = some.compare(["I010", "I011"], list(VARIANTS), k=3)
+    assert set(comparison["outcomes"]) == {"full", "wo_aat"}
+    assert set(comparison["skipped"]) == {"wo_dki", "wo_gct"}
+    _, overlap, summary = views.compare_tables(comparison)
+    assert list(summary["variant"]) == ["full", "wo_aat", "wo_dki", "wo_gct"]
+    assert summary["held-out rank"].iloc[2].startswith("not compared: no checkpoint")
+    assert len(overlap) == 2
+    with pytest.raises(DemoError, match="available: full, wo_aat"):
+        some.compare(["I010"], ["wo_dki"], k=3)
+    with pytest.raises(DemoError, match="Unknown variant"):
+        some.compare(["I010"], ["full", "bogus"], k=3)
+
+
 def test_without_data_or_checkpoints_the_service_explains(tmp_path):
     bare = DemoService(DemoConfig(dataset="beauty", data_root=str(tmp_path / "nothing"), checkpoints=str(tmp_path)))
     assert "eager data prepare --dataset beauty" in bare.status() and "No checkpoints" in bare.status()

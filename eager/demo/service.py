@@ -300,13 +300,22 @@ class DemoService:
     def compare(self, history: Sequence[str], variants: Sequence[str] | None = None, k: int = 10,
                 held_out: str | None = None) -> dict:
         """Every variant on the same history: lists, pairwise overlap, held-out rank, latency."""
-        variants = list(variants or self.available_variants())
+        available = self.available_variants()
+        asked = list(variants or available)
+        unknown = [v for v in asked if v not in VARIANTS]
+        if unknown:
+            raise DemoError(f"Unknown variant {str(unknown[0])[:40]!r}; choose from: {', '.join(VARIANTS)}.")
+        # A variant without a checkpoint is reported beside the others instead of failing the comparison.
+        skipped = {v: f"no checkpoint at {self.checkpoint_root / v}" for v in asked if v not in available}
+        variants = [v for v in asked if v in available]
         if not variants:
-            raise DemoError(f"No checkpoints under {self.checkpoint_root}: nothing to compare.")
+            have = ", ".join(available) or "none"
+            raise DemoError(f"None of the chosen variants has a checkpoint under {self.checkpoint_root} "
+                            f"(available: {have}); tick one that is, or train it with `eager train`.")
         outcomes = {name: self.recommend(history, name, k, held_out) for name in variants}
         tops = {name: {i.key for i in o.items} for name, o in outcomes.items()}
         overlap = {a: {b: len(tops[a] & tops[b]) for b in variants} for a in variants}
-        return {"outcomes": outcomes, "overlap": overlap, "k": k}
+        return {"outcomes": outcomes, "overlap": overlap, "k": k, "skipped": skipped}
 
     # --- the index and the language side ------------------------------------------------
 

@@ -73,7 +73,9 @@ def compare_tables(comparison: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     overlap = pd.DataFrame(comparison["overlap"]).T.reset_index().rename(columns={"index": f"shared of top {k}"})
     summary = pd.DataFrame([{"variant": name, "seconds": round(o.seconds, 2),
                              "held-out rank": o.held_out_rank if o.held_out_rank else ("—" if not o.held_out else f">{k}")}
-                            for name, o in outcomes.items()])
+                            for name, o in outcomes.items()]
+                           + [{"variant": name, "seconds": "—", "held-out rank": f"not compared: {why}"}
+                              for name, why in comparison.get("skipped", {}).items()])
     return lists, overlap, summary
 
 
