@@ -130,6 +130,27 @@ def cmd_train(args) -> None:
     _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
 
 
+def cmd_search(args) -> None:
+    from dataclasses import replace
+
+    from eager.data import load_dataset
+    from eager.llm.recipes import get_recipe, get_variant
+    from eager.llm.search import LEASE_TRIALS, parse_trial, run_search
+
+    recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
+    try:
+        trials = [parse_trial(t) for t in (args.trial or list(LEASE_TRIALS))]
+    except ValueError as err:
+        raise SystemExit(f"eager search: {err}") from None
+    if args.eval_users:
+        recipe = replace(recipe, eval_users=args.eval_users)
+    data = load_dataset(args.dataset, args.data_root)
+    out = Path(args.out) if args.out else artifacts_root(args.artifacts) / data.name / "search" / f"{variant.name}-{recipe.name}"
+    results = run_search(data, variant, recipe, trials, out, args.artifacts, args.base, args.max_steps,
+                         progress=not args.json)
+    _print({"out": str(out), "trials": results}, args.json)
+
+
 def cmd_recommend(args) -> None:
     from eager.data import load_dataset
     from eager.llm.pipeline import recommend_keys
@@ -294,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(train)
     _add_artifacts(train)
     train.set_defaults(func=cmd_train)
+
+    search = stages.add_parser("search", help="measure recipe levers: stage-1 trials ranked on validation")
+    search.add_argument("--dataset", required=True)
+    search.add_argument("--variant", default="full", help="whose stage 1 the trials train (default full)")
+    search.add_argument("--recipe", default="gpu-lease", help="the base recipe the trials change")
+    search.add_argument("--trial", action="append", help="a named trial (see eager.llm.search.LEASE_TRIALS) or "
+                        "NAME:field.path=value,...; repeat it; default: every named trial")
+    search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own")
+    search.add_argument("--eval-users", type=int, help="validation users scoring each trial")
+    search.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
+    search.add_argument("--out", help="results folder (default: <artifacts>/<dataset>/search/<variant>-<recipe>)")
+    search.add_argument("--json", action="store_true")
+    _add_data_root(search)
+    _add_artifacts(search)
+    search.set_defaults(func=cmd_search)
 
     recommend = stages.add_parser("recommend", help="top-k items for a history of item keys")
     recommend.add_argument("--checkpoint", required=True)

@@ -301,6 +301,9 @@ class DemoService:
                 held_out: str | None = None) -> dict:
         """Every variant on the same history: lists, pairwise overlap, held-out rank, latency."""
         available = self.available_variants()
+        if not available:
+            raise DemoError(f"No checkpoints under {self.checkpoint_root}: nothing to compare. "
+                            f"Train one with `eager train --dataset {self.config.dataset} --variant full`.")
         asked = list(variants or available)
         unknown = [v for v in asked if v not in VARIANTS]
         if unknown:

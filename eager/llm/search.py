@@ -1,0 +1,179 @@
+"""Recipe levers measured on validation: named trials of stage 1, each a few changes to a base recipe.
+
+A trial trains the variant's stage 1 only (the levers of issue #4, learning rate, task mix, how the
+code tokens start, how long to train, all show there), with the same step count for every trial
+unless the trial changes it, and is scored by the trainer's own validation (the recipe's
+``eval_users``, 20 beams). Results go to ``search.json`` and a ``search.md`` table, best first;
+each trial's checkpoint, with its resolved recipe, sits beside them.
+
+    eager search --dataset beauty --recipe gpu-lease --trials base,lr-2e-3,init-mean --max-steps 150
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+
+from eager.data.dataset import InteractionData
+from eager.llm.recipes import TrainRecipe, Variant
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    changes: tuple[tuple[str, object], ...] = ()  # (dotted field path, value), e.g. ("stage1.lr", 2e-3)
+
+
+# The first levers to measure on Beauty, around GPU_LEASE_RECIPE (stage 1: lr 1e-3, four tasks,
+# code tokens from item titles). Each changes one thing.
+LEASE_TRIALS = {
+    t.name: t
+    for t in (
+        Trial("base"),
+        Trial("lr-2e-3", (("stage1.lr", 2e-3),)),
+        Trial("lr-5e-4", (("stage1.lr", 5e-4),)),
+        Trial("init-mean", (("token_init", "mean"),)),
+        Trial("seqrec-only", (("stage1.tasks", ("seqrec",)),)),
+        Trial("no-fusion", (("stage1.tasks", ("seqrec", "item2index", "index2item")),)),
+        Trial("lora-dropout-0", (("stage1.lora.dropout", 0.0),)),
+    )
+}
+
+
+def apply_changes(recipe: TrainRecipe, changes: tuple[tuple[str, object], ...]) -> TrainRecipe:
+    """``recipe`` with each dotted field replaced; an unknown field names the ones that exist."""
+    for path, value in changes:
+        recipe = _replace_path(recipe, path.split("."), value, path)
+    return recipe
+
+
+def _replace_path(obj, parts: list[str], value, path: str):
+    names = [f.name for f in fields(obj)]
+    head = parts[0]
+    if head not in names:
+        raise ValueError(f"recipe field {path!r}: {type(obj).__name__} has no {head!r} (it has: {', '.join(names)})")
+    if len(parts) == 1:
+        current = getattr(obj, head)
+        if is_dataclass(current):
+            raise ValueError(f"recipe field {path!r} is a group; name one of its fields, e.g. {path}.{fields(current)[0].name}")
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        return replace(obj, **{head: value})
+    return replace(obj, **{head: _replace_path(getattr(obj, head), parts[1:], value, path)})
+
+
+def parse_trial(text: str) -> Trial:
+    """A named trial (``lr-2e-3``) or an ad-hoc one: ``NAME:stage1.lr=2e-3,token_init='mean'``."""
+    text = text.strip()
+    if ":" not in text:
+        if text not in LEASE_TRIALS:
+            raise ValueError(f"unknown trial {text!r}; named ones: {', '.join(LEASE_TRIALS)} "
+                             "(or write one as NAME:field.path=value,...)")
+        return LEASE_TRIALS[text]
+    name, _, spec = text.partition(":")
+    changes = []
+    for item in _split_top_level(spec):
+        path, eq, raw = item.partition("=")
+        if not eq or not path.strip():
+            raise ValueError(f"trial {name!r}: {item!r} is not field.path=value")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()  # a bare word such as mean
+        changes.append((path.strip(), value))
+    return Trial(name.strip(), tuple(changes))
+
+
+def _split_top_level(spec: str) -> list[str]:
+    """Split on commas outside brackets, so ``stage1.tasks=('seqrec','item2index')`` stays whole."""
+    parts, depth, current = [], 0, ""
+    for ch in spec:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [p for p in (*parts, current) if p.strip()]
+
+
+def run_search(
+    data: InteractionData,
+    variant: Variant,
+    recipe: TrainRecipe,
+    trials: list[Trial],
+    out_dir: str | Path,
+    artifacts: str | Path | None = None,
+    base: str | Path | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+    load_model=None,
+    index=None,
+    tables=None,
+) -> list[dict]:
+    """Train each trial's stage 1 and rank the trials by validation NDCG@10 (then Recall@10).
+
+    ``load_model`` (tests) returns a fresh (model, tokenizer) per trial; by default the backbone is
+    loaded from ``base``. A trial whose training fails is recorded with its error, and the search
+    goes on: one bad setting must not cost the others.
+    """
+    from eager.llm.pipeline import embedding_tables, train_variant, variant_index
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Read once for all trials: no trial changes the item codes or the GCT targets.
+    index = index or variant_index(data, variant, artifacts, progress=progress)
+    if variant.use_gct and tables is None:
+        tables = embedding_tables(data, artifacts, progress=progress)
+    stage1_only = replace(variant, use_aat=False)
+    results: list[dict] = []
+
+    def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
+        results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
+        record = {"dataset": data.name, "variant": variant.name, "base_recipe": recipe.name, "max_steps": max_steps,
+                  "trials": results}
+        (out / "search.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        (out / "search.md").write_text(search_table(record) + "\n")
+
+    for trial in trials:
+        changed = apply_changes(recipe, trial.changes)
+        if max_steps and not any(path == "stage1.max_steps" for path, _ in trial.changes):
+            changed = replace(changed, stage1=replace(changed.stage1, max_steps=max_steps))
+        changed = replace(changed, name=f"{recipe.name}+{trial.name}")
+        model, tokenizer = load_model() if load_model else (None, None)
+        row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes}}
+        try:
+            run = train_variant(data, stage1_only, changed, out / trial.name, artifacts, base, progress=progress,
+                                model=model, tokenizer=tokenizer, index=index, tables=tables)
+        except Exception as err:  # noqa: BLE001 - recorded, and the next trial runs
+            row["error"] = f"{type(err).__name__}: {err}"
+            results.append(row)
+            write()
+            continue
+        last = json.loads((out / trial.name / "metrics.json").read_text())["history"][-1]
+        row.update({
+            "valid_users": changed.eval_users, "valid_recall@10": run["selection"]["recall@10"],
+            "valid_ndcg@10": run["selection"]["ndcg@10"], "steps": last["step"], "tokens": last["tokens"],
+            "tokens_per_s": last["tokens_per_s"], "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
+        })
+        results.append(row)
+        write()
+    return results
+
+
+def search_table(record: dict) -> str:
+    lines = [f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
+             "best validation NDCG@10 first:", "",
+             "| trial | changes | steps | valid R@10 | valid N@10 | LM loss | tokens/s |", "|---|---|---|---|---|---|---|"]
+    for r in record["trials"]:
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
+        if "error" in r:
+            lines.append(f"| {r['trial']} | {changes} | failed: {r['error'][:80]} | | | | |")
+            continue
+        loss = f"{r['loss_lm']:.3f}" if r.get("loss_lm") is not None else "—"
+        lines.append(f"| {r['trial']} | {changes} | {r['steps']} | {r['valid_recall@10']:.4f} | "
+                     f"{r['valid_ndcg@10']:.4f} | {loss} | {r['tokens_per_s']:,} |")
+    return "\n".join(lines)

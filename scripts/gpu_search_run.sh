@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Recipe levers inside one GPU lease: `eager search` (stage-1 trials ranked on validation), bounded
+# by the lease's clock. The search writes its table after every trial, so a run stopped by the clock
+# still hands back what it measured. Inputs as for gpu_lease_run.sh (README: "The first GPU run").
+#
+#   EAGER_SEARCH_ARGS="--trial base --trial lr-2e-3 --trial init-mean --max-steps 150" \
+#     bash scripts/gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]
+#
+# $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, search.log.
+set -uo pipefail
+out=${1:?usage: gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]}
+dataset=${2:-beauty}
+variant=${3:-full}
+mkdir -p "$out"
+work=$(mktemp -d)
+started=$(date +%s)
+timeout $(( ${EAGER_RUN_SECONDS:-540} - 10 )) python3 -m eager.cli search --dataset "$dataset" --variant "$variant" \
+  --recipe "${EAGER_RECIPE:-gpu-lease}" --out "$work" ${EAGER_SEARCH_ARGS:-} --json > "$work/stdout.json" 2> "$work/stderr.log"
+echo "search: exit $? after $(($(date +%s) - started)) s"
+cp "$work/search.json" "$work/search.md" "$out/" 2>/dev/null || echo "no trial finished"
+grep -v "it/s\]$" "$work/stderr.log" | tail -40 > "$out/search.log"
+cat "$out/search.md" 2>/dev/null
+grep -E "Traceback|Error" "$out/search.log" | tail -5

@@ -1,0 +1,74 @@
+"""Recipe search: named and ad-hoc trials, dotted changes, and a real two-trial search on a tiny model."""
+
+import json
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eager.llm.recipes import GPU_LEASE_RECIPE, get_variant
+from eager.llm.search import LEASE_TRIALS, Trial, apply_changes, parse_trial, run_search
+from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
+
+
+@settings(max_examples=30, deadline=None)
+@given(lr=st.floats(1e-6, 1e-1), dropout=st.floats(0.0, 0.5), steps=st.integers(1, 10_000))
+def test_changes_reach_exactly_the_named_fields(lr, dropout, steps):
+    changed = apply_changes(GPU_LEASE_RECIPE, (("stage1.lr", lr), ("stage1.lora.dropout", dropout),
+                                               ("stage1.max_steps", steps)))
+    assert (changed.stage1.lr, changed.stage1.lora.dropout, changed.stage1.max_steps) == (lr, dropout, steps)
+    assert changed.stage2 == GPU_LEASE_RECIPE.stage2 and changed.gct == GPU_LEASE_RECIPE.gct
+    assert replace(changed, stage1=GPU_LEASE_RECIPE.stage1) == GPU_LEASE_RECIPE
+
+
+def test_trials_parse_by_name_or_spec_and_bad_ones_say_why():
+    assert parse_trial("lr-2e-3") is LEASE_TRIALS["lr-2e-3"]
+    trial = parse_trial("mix:stage1.tasks=('seqrec','index2item'),token_init=mean,stage1.lr=3e-4")
+    assert trial == Trial("mix", (("stage1.tasks", ("seqrec", "index2item")), ("token_init", "mean"),
+                                  ("stage1.lr", 3e-4)))
+    assert apply_changes(GPU_LEASE_RECIPE, (("stage1.tasks", ["seqrec"]),)).stage1.tasks == ("seqrec",)
+    for named in LEASE_TRIALS.values():  # every shipped trial names real fields
+        apply_changes(GPU_LEASE_RECIPE, named.changes)
+    with pytest.raises(ValueError, match="unknown trial 'nope'"):
+        parse_trial("nope")
+    with pytest.raises(ValueError, match="has no 'lrate'.*lr"):
+        apply_changes(GPU_LEASE_RECIPE, (("stage1.lrate", 1e-3),))
+    with pytest.raises(ValueError, match="is a group"):
+        apply_changes(GPU_LEASE_RECIPE, (("stage1.lora", 4),))
+    with pytest.raises(ValueError, match="not field.path=value"):
+        parse_trial("x:stage1.lr")
+
+
+def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path):
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6)
+    trials = [Trial("base"), Trial("fast", (("stage1.lr", 5e-2),)), Trial("broken", (("token_init", "nonsense"),))]
+    results = run_search(cyclic_data, get_variant("full"), recipe, trials, tmp_path / "search",
+                         tmp_path / "artifacts", base=str(base_dir), max_steps=3, progress=False,
+                         load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
+                         tables=toy_embeddings(cyclic_data))
+    by_name = {r["trial"]: r for r in results}
+    assert set(by_name) == {"base", "fast", "broken"}
+    assert "unknown token init" in by_name["broken"]["error"]  # recorded; the other trials still ran
+    assert results[-1]["trial"] == "broken"  # ranked last
+    scored = [r for r in results if "error" not in r]
+    assert [r["valid_ndcg@10"] for r in scored] == sorted((r["valid_ndcg@10"] for r in scored), reverse=True)
+    for name in ("base", "fast"):
+        assert by_name[name]["steps"] == 3 and by_name[name]["tokens"] > 0
+        config = json.loads((tmp_path / "search" / name / "config.json").read_text())
+        assert config["recipe"]["name"] == f"{recipe.name}+{name}" and not config["variant"]["use_aat"]
+        assert config["recipe"]["stage1"]["max_steps"] == 3
+    assert json.loads((tmp_path / "search" / "fast" / "config.json").read_text())["recipe"]["stage1"]["lr"] == 5e-2
+    assert by_name["base"]["loss_lm"] != by_name["fast"]["loss_lm"]  # a different lr trained differently
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert [t["trial"] for t in record["trials"]] == [r["trial"] for r in results]
+    table = (tmp_path / "search" / "search.md").read_text()
+    assert "| fast | stage1.lr=0.05 | 3 |" in table and "failed: ValueError" in table
+
+
+def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):
+    from eager.cli import main
+
+    with pytest.raises(SystemExit, match="unknown trial 'nope'.*lr-2e-3"):
+        main(["search", "--dataset", "beauty", "--trial", "base", "--trial", "nope",
+              "--data-root", str(tmp_path / "no-data")])
