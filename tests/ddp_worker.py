@@ -15,7 +15,7 @@ from tests.tiny import TEST_RECIPE, load_tiny as _tiny, toy_index as _index  # n
 from eager.llm.code_tokens import add_code_tokens  # noqa: E402
 from eager.llm.decode import CodeTrie  # noqa: E402
 from eager.llm.tasks import build_samples  # noqa: E402
-from eager.llm.train import train_stage  # noqa: E402
+from eager.llm.train import selection_cases, train_stage, validation_score  # noqa: E402
 
 
 def main(base_dir: str, out_dir: str) -> None:
@@ -25,7 +25,8 @@ def main(base_dir: str, out_dir: str) -> None:
     trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", data))
     samples = build_samples(data, index, ("seqrec",))[:64]
     stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=None, batch_size=8)
-    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+    # 7 users: the two shares differ in size; 20 beams rank 10 of the 50 items, so some users score.
+    recipe = replace(TEST_RECIPE, eval_users=7, eval_beams=20)
     trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, data, samples, stage, recipe, None,
                                             Path(out_dir), lambda r: None, progress=False)
     digest = hashlib.sha256()
@@ -35,9 +36,13 @@ def main(base_dir: str, out_dir: str) -> None:
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     lora_b = [v for k, v in lora.items() if "lora_B" in k]
+    # The trainer's score came from both processes' shares; this one is every case on this process alone.
+    alone = validation_score(trained, tok, index, trie, data, selection_cases(data, recipe), recipe.eval_beams, 8)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({
         "world": world, "digest": digest.hexdigest(), "steps": info["history"][-1]["step"],
         "lora_b_moved": bool(any(v.abs().sum() > 0 for v in lora_b)),
+        "shared_valid": {k: info["history"][-1][f"valid_{k}"] for k in ("recall@10", "ndcg@10", "users")},
+        "alone_valid": {**alone, "users": 7},
     }))
 
 

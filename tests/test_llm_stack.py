@@ -237,6 +237,8 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced
     assert ranks[0]["lora_b_moved"]  # and the adapter did train
     assert ranks[0]["steps"] == 64 // 2 // 8  # each process took half of the samples
+    # Validation split across the two processes scores exactly what one process scores on every case.
+    assert ranks[0]["shared_valid"] == ranks[1]["shared_valid"] == ranks[0]["alone_valid"]
 
 
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 16), st.integers(1, 6))

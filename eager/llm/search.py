@@ -155,7 +155,7 @@ def run_search(
             continue
         last = json.loads((out / trial.name / "metrics.json").read_text())["history"][-1]
         row.update({
-            "valid_users": changed.eval_users, "valid_recall@10": run["selection"]["recall@10"],
+            "valid_users": run["selection"]["users"], "valid_recall@10": run["selection"]["recall@10"],
             "valid_ndcg@10": run["selection"]["ndcg@10"], "steps": last["step"], "tokens": last["tokens"],
             "tokens_per_s": last["tokens_per_s"], "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
         })

@@ -161,8 +161,8 @@ def make_accelerator(recipe: TrainRecipe):
     )
 
 
-def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
-    """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
+def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> list[int | None]:
+    """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10)."""
     from eager.serve.engine import BeamSearchEngine
 
     model.eval()
@@ -173,7 +173,28 @@ def validation_score(model, tokenizer, index, trie, data, cases, beams: int, bat
         chunk = cases[start : start + batch_size]
         recs = engine.search([[keys[i] for i in c.history] for c in chunk], k=min(10, beams), beams=beams).recommendations
         ranks += [target_rank([r.key for r in rec], keys[c.target]) for rec, c in zip(recs, chunk)]
-    return metrics_from_ranks(ranks, (10,))
+    return ranks
+
+
+def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
+    """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
+    return metrics_from_ranks(validation_ranks(model, tokenizer, index, trie, data, cases, beams, batch_size), (10,))
+
+
+def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
+                            world: int, rank: int) -> dict[str, float]:
+    """:func:`validation_score` with the cases split across the processes of a data-parallel run.
+
+    Each process searches its own stride with its own (identical, all-reduced) copy of the model,
+    outside the DDP wrapper, so no collective runs inside the search; the ranks are then gathered,
+    and every process gets the score of all the cases.
+    """
+    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        ranks = gather_object(ranks)
+    return {**metrics_from_ranks(ranks, (10,)), "users": len(ranks)}
 
 
 def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
@@ -296,9 +317,9 @@ def train_stage(
                     bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
         sync()
         seconds = time.monotonic() - started
-        # Validation runs on the main process; every process gets its result, so all keep the same best.
-        metrics = _from_rank0(validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams,
-                                               eval_batch) if accelerator.is_main_process else None)
+        # Every process validates a share of the users and gets the score of all, so all keep the same best.
+        metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch,
+                                          world, rank)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), "tokens": tokens, "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
