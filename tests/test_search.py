@@ -56,7 +56,8 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
     for name in ("base", "fast"):
         assert by_name[name]["steps"] == 3 and by_name[name]["tokens"] > 0
         config = json.loads((tmp_path / "search" / name / "config.json").read_text())
-        assert config["recipe"]["name"] == f"{recipe.name}+{name}" and not config["variant"]["use_aat"]
+        assert config["recipe"]["name"] == f"{recipe.name}+{name}" and config["variant"]["name"] == "full.stage1"
+        assert not config["variant"]["use_aat"]
         assert config["recipe"]["stage1"]["max_steps"] == 3
     assert json.loads((tmp_path / "search" / "fast" / "config.json").read_text())["recipe"]["stage1"]["lr"] == 5e-2
     assert by_name["base"]["loss_lm"] != by_name["fast"]["loss_lm"]  # a different lr trained differently

@@ -128,7 +128,7 @@ def run_search(
     index = index or variant_index(data, variant, artifacts, progress=progress)
     if variant.use_gct and tables is None:
         tables = embedding_tables(data, artifacts, progress=progress)
-    stage1_only = replace(variant, use_aat=False)
+    stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
