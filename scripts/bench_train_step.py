@@ -1,6 +1,6 @@
 """Trained tokens/s of one LoRA training step, plain against ``torch.compile``d decoder layers.
 
-    python scripts/bench_train_step.py [--base GGUF_OR_FOLDER] [--tokens 30000] [--steps 20] --json
+    python scripts/bench_train_step.py [--base GGUF_OR_FOLDER] [--tokens 30000] [--steps 20] [--lora-dropout 0] --json
 
 Synthetic packed batches shaped like the trainer's (rows of 2048 tokens holding ~118-token samples,
 position ids restarting per sample, the loss on each sample's last 6 tokens), LoRA r=8 on every
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=30_000, help="tokens per step (the gpu-lease batch: ~30k)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--lora-dropout", type=float, default=LoraSettings().dropout,
+                        help="the recipes' 0.05 by default; 0 makes each LoRA branch's dropout an identity")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -72,11 +74,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     model, _ = load_backbone(args.base)
-    model = attach_lora(torch.nn.Module.to(model, device), LoraSettings())
+    model = attach_lora(torch.nn.Module.to(model, device), LoraSettings(dropout=args.lora_dropout))
     params = [p for p in model.parameters() if p.requires_grad]
     batch = packed_batch(model.config.vocab_size, args.tokens, 118, 2048, 6, seed=0).to(device)
     report = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-              "tokens_per_step": int(batch.input_ids.numel()), "steps": args.steps}
+              "tokens_per_step": int(batch.input_ids.numel()), "steps": args.steps, "lora_dropout": args.lora_dropout}
     plain = timed_steps(model, params, batch, args.steps, args.warmup, device)
     report["plain"] = {"s_per_step": round(plain, 4), "tokens_per_s": round(batch.input_ids.numel() / plain)}
     if device.type == "cuda":
