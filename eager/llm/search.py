@@ -165,9 +165,10 @@ def run_search(
 
 
 def search_table(record: dict) -> str:
-    lines = [f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
-             "best validation NDCG@10 first:", "",
-             "| trial | changes | steps | valid R@10 | valid N@10 | LM loss | tokens/s |", "|---|---|---|---|---|---|---|"]
+    title = (f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
+             "best validation NDCG@10 first:")
+    lines = [title, "", "| trial | changes | steps | valid R@10 | valid N@10 | LM loss | tokens/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in record["trials"]:
         changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
         if "error" in r:
