@@ -65,6 +65,19 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
     assert [t["trial"] for t in record["trials"]] == [r["trial"] for r in results]
     table = (tmp_path / "search" / "search.md").read_text()
     assert "| fast | stage1.lr=0.05 | 3 |" in table and "failed: ValueError" in table
+    # The floor: popularity on the same validation users, computed here by hand.
+    from eager.llm.train import selection_cases
+
+    cases = selection_cases(cyclic_data, recipe)
+    counts = {}
+    for seq in cyclic_data.sequences:
+        for item in seq[:-2]:  # the train part of each sequence
+            counts[item] = counts.get(item, 0) + 1
+    top10 = sorted(counts, key=lambda i: (-counts[i], i))[:10]
+    hits = sum(c.target in top10 for c in cases)
+    assert record["popularity"]["users"] == len(cases) == by_name["base"]["valid_users"] == 8
+    assert record["popularity"]["recall@10"] == pytest.approx(hits / len(cases))
+    assert "*popularity, same 8 users*" in table
 
 
 def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):

@@ -130,11 +130,12 @@ def run_search(
         tables = embedding_tables(data, artifacts, progress=progress)
     stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
+    floor = popularity_on_selection(data, recipe)
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
         record = {"dataset": data.name, "variant": variant.name, "base_recipe": recipe.name, "max_steps": max_steps,
-                  "trials": results}
+                  "popularity": floor, "trials": results}
         (out / "search.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         (out / "search.md").write_text(search_table(record) + "\n")
 
@@ -164,6 +165,17 @@ def run_search(
     return results
 
 
+def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
+    """The most-popular baseline on the very users the trainer validates on: the floor a trial must clear."""
+    from eager.baselines.popularity import popularity_ranking
+    from eager.eval.metrics import metrics_from_ranks, target_rank
+    from eager.llm.train import selection_cases
+
+    cases = selection_cases(data, recipe)
+    top, keys = popularity_ranking(data, 10), data.item_keys
+    return {**metrics_from_ranks([target_rank(top, keys[c.target]) for c in cases], (10,)), "users": len(cases)}
+
+
 def search_table(record: dict) -> str:
     title = (f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
              "best validation NDCG@10 first:")
@@ -177,4 +189,8 @@ def search_table(record: dict) -> str:
         loss = f"{r['loss_lm']:.3f}" if r.get("loss_lm") is not None else "—"
         lines.append(f"| {r['trial']} | {changes} | {r['steps']} | {r['valid_recall@10']:.4f} | "
                      f"{r['valid_ndcg@10']:.4f} | {loss} | {r['tokens_per_s']:,} |")
+    pop = record.get("popularity")
+    if pop:
+        lines.append(f"| *popularity, same {pop['users']} users* | — | — | {pop['recall@10']:.4f} | "
+                     f"{pop['ndcg@10']:.4f} | — | — |")
     return "\n".join(lines)
