@@ -14,8 +14,9 @@ variant=${3:-full}
 mkdir -p "$out"
 work=$(mktemp -d)
 started=$(date +%s)
+eval "search_args=(${EAGER_SEARCH_ARGS:-})"  # so a quoted trial spec stays one argument
 timeout $(( ${EAGER_RUN_SECONDS:-540} - 10 )) python3 -m eager.cli search --dataset "$dataset" --variant "$variant" \
-  --recipe "${EAGER_RECIPE:-gpu-lease}" --out "$work" ${EAGER_SEARCH_ARGS:-} --json > "$work/stdout.json" 2> "$work/stderr.log"
+  --recipe "${EAGER_RECIPE:-gpu-lease}" --out "$work" "${search_args[@]}" --json > "$work/stdout.json" 2> "$work/stderr.log"
 echo "search: exit $? after $(($(date +%s) - started)) s"
 cp "$work/search.json" "$work/search.md" "$out/" 2>/dev/null || echo "no trial finished"
 grep -v "it/s\]$" "$work/stderr.log" | tail -40 > "$out/search.log"

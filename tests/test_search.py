@@ -36,6 +36,12 @@ def test_trials_parse_by_name_or_spec_and_bad_ones_say_why():
         apply_changes(GPU_LEASE_RECIPE, (("stage1.lrate", 1e-3),))
     with pytest.raises(ValueError, match="is a group"):
         apply_changes(GPU_LEASE_RECIPE, (("stage1.lora", 4),))
+    with pytest.raises(ValueError, match="'stage1.lr' takes a float.*not \"5e-3'\""):
+        apply_changes(GPU_LEASE_RECIPE, parse_trial("x:stage1.lr=5e-3'").changes)  # a stray shell quote
+    assert apply_changes(GPU_LEASE_RECIPE, (("stage1.lr", 1),)).stage1.lr == 1.0
+    assert apply_changes(GPU_LEASE_RECIPE, (("stage1.max_steps", 50),)).stage1.max_steps == 50  # None is open
+    with pytest.raises(ValueError, match="takes a bool"):
+        apply_changes(GPU_LEASE_RECIPE, (("compile", 1),))
     with pytest.raises(ValueError, match="not field.path=value"):
         parse_trial("x:stage1.lr")
 

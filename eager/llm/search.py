@@ -60,8 +60,20 @@ def _replace_path(obj, parts: list[str], value, path: str):
             raise ValueError(f"recipe field {path!r} is a group; name one of its fields, e.g. {path}.{fields(current)[0].name}")
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
-        return replace(obj, **{head: value})
+        return replace(obj, **{head: _checked(value, current, path)})
     return replace(obj, **{head: _replace_path(getattr(obj, head), parts[1:], value, path)})
+
+
+def _checked(value, current, path: str):
+    """``value`` if it can stand where ``current`` stands (an int for a float is fine; None is open)."""
+    if current is None or value is None:
+        return value
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, bool) != isinstance(value, bool) or not isinstance(value, type(current)):
+        raise ValueError(f"recipe field {path!r} takes a {type(current).__name__} (now {current!r}), "
+                         f"not {value!r}; quote nothing inside a trial spec: stage1.lr=2e-3")
+    return value
 
 
 def parse_trial(text: str) -> Trial:
