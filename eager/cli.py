@@ -23,6 +23,19 @@ def _add_artifacts(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", help="where outputs go (default: $EAGER_ARTIFACTS or ./artifacts)")
 
 
+def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help: str) -> None:
+    """What `train` and `search` share: which dataset, variant, recipe and backbone, and where things live."""
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--variant", default="full", help=variant_help)
+    parser.add_argument("--recipe", default=recipe, help="smollm2 (ours), gpu-lease (one short GPU lease), "
+                        "paper (reference), smoke or cpu")
+    parser.add_argument("--eval-users", type=int, help="validation users for model selection")
+    parser.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
+    parser.add_argument("--json", action="store_true")
+    _add_data_root(parser)
+    _add_artifacts(parser)
+
+
 def _add_serving(parser: argparse.ArgumentParser, default_dtype: str = "auto") -> None:
     """How a checkpoint is rebuilt: serving precision and the backbone it was trained on."""
     parser.add_argument("--dtype", choices=["auto", "nf4", "bf16", "fp32"], default=default_dtype,
@@ -300,35 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_index_build)
 
     train = stages.add_parser("train", help="train an EAGER-LLM variant and export its checkpoint")
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--variant", default="full", help="full, wo_dki, wo_gct or wo_aat")
-    train.add_argument("--recipe", default="smollm2", help="smollm2 (ours), gpu-lease (one short GPU lease), paper (reference), smoke or cpu")
+    _add_training_run(train, "smollm2", "full, wo_dki, wo_gct or wo_aat")
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
     train.add_argument("--max-steps", help="cap the optimizer steps of each stage: N for both, or STAGE1,STAGE2 "
                        "(e.g. 274,188 to repeat another run's step counts)")
-    train.add_argument("--eval-users", type=int, help="validation users for model selection")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the decoder layers for the training steps (default: the recipe's)")
-    train.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
-    train.add_argument("--json", action="store_true")
-    _add_data_root(train)
-    _add_artifacts(train)
     train.set_defaults(func=cmd_train)
 
     search = stages.add_parser("search", help="measure recipe levers: stage-1 trials ranked on validation")
-    search.add_argument("--dataset", required=True)
-    search.add_argument("--variant", default="full", help="whose stage 1 the trials train (default full)")
-    search.add_argument("--recipe", default="gpu-lease", help="the base recipe the trials change")
+    _add_training_run(search, "gpu-lease", "whose stage 1 the trials train (default full)")
     search.add_argument("--trial", action="append", help="a named trial (see eager.llm.search.LEASE_TRIALS) or "
                         "NAME:field.path=value,...; repeat it; default: every named trial")
     search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own")
-    search.add_argument("--eval-users", type=int, help="validation users scoring each trial")
-    search.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     search.add_argument("--out", help="results folder (default: <artifacts>/<dataset>/search/<variant>-<recipe>)")
-    search.add_argument("--json", action="store_true")
-    _add_data_root(search)
-    _add_artifacts(search)
     search.set_defaults(func=cmd_search)
 
     recommend = stages.add_parser("recommend", help="top-k items for a history of item keys")

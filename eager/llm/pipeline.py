@@ -131,13 +131,13 @@ def train_variant(
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     last = stages[-1]["best"]
-    metrics = {"selection": {"split": "valid", "users": recipe.eval_users, **last},
+    metrics = {"selection": {"split": "valid", **last},  # last holds the users it scored
                "history": [r for s in stages for r in s["history"]]}
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
     write_manifest(out)
     for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
         state.unlink()
-    return {"out": str(out), **config, "selection": metrics["selection"]}
+    return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"]}
 
 
 def evaluate_checkpoint(

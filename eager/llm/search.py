@@ -6,7 +6,7 @@ unless the trial changes it, and is scored by the trainer's own validation (the 
 ``eval_users``, 20 beams). Results go to ``search.json`` and a ``search.md`` table, best first;
 each trial's checkpoint, with its resolved recipe, sits beside them.
 
-    eager search --dataset beauty --recipe gpu-lease --trials base,lr-2e-3,init-mean --max-steps 150
+    eager search --dataset beauty --recipe gpu-lease --trial base --trial lr-2e-3 --max-steps 150
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def run_search(
             results.append(row)
             write()
             continue
-        last = json.loads((out / trial.name / "metrics.json").read_text())["history"][-1]
+        last = run["history"][-1]
         row.update({
             "valid_users": run["selection"]["users"], "valid_recall@10": run["selection"]["recall@10"],
             "valid_ndcg@10": run["selection"]["ndcg@10"], "steps": last["step"], "tokens": last["tokens"],
