@@ -92,3 +92,14 @@ def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):
     with pytest.raises(SystemExit, match="unknown trial 'nope'.*lr-2e-3"):
         main(["search", "--dataset", "beauty", "--trial", "base", "--trial", "nope",
               "--data-root", str(tmp_path / "no-data")])
+
+
+def test_train_and_search_help_name_every_recipe():
+    from eager.cli import build_parser
+    from eager.llm.recipes import RECIPES
+
+    parser = build_parser()
+    for command in ("train", "search"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        recipe_help = next(a.help for a in sub._actions if "--recipe" in a.option_strings)
+        assert all(name in recipe_help for name in RECIPES), (command, recipe_help)

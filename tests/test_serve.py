@@ -155,7 +155,7 @@ def test_nf4_serving_and_the_cpu_precision_choice(tiny_checkpoint, base_dir, tmp
     monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: False)
     loaded, choice, _ = serve_loader.load_for_serving(tiny_checkpoint / "ckpt", "nf4", base_dir, cache_dir=tmp_path)
     assert isinstance(loaded.model.model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
-    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    engine = BeamSearchEngine.from_loaded(loaded)
     recs = engine.search([["I001", "I002"]], k=5, beams=8).recommendations[0]
     assert len(recs) == 5 and all(r.key in loaded.index.keys for r in recs)
 

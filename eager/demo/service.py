@@ -221,7 +221,7 @@ class DemoService:
                     loaded, choice, timings = load_for_serving(folder, self.config.dtype, self.config.base)
                 except Exception as err:  # a corrupt or mismatched checkpoint must not take the app down
                     raise DemoError(f"Variant {variant!r} could not be loaded from {folder}: {err}") from err
-                engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+                engine = BeamSearchEngine.from_loaded(loaded)
                 self._models[variant] = VariantModel(variant, engine, loaded.config,
                                                      f"{choice.dtype} on {choice.device}", timings["load_s"])
         return self._models[variant]
@@ -345,13 +345,11 @@ class DemoService:
         """index2item: the title the model writes for an item code, beside the real title."""
         import torch
 
-        from eager.llm.tasks import TEMPLATES, wrap
-
         model = self.model(variant)
         index = model.engine.index
         key = self._key_of_code_text(code, index)
         tokenizer = model.engine.tokenizer
-        prompt = wrap(TEMPLATES["index2item"][0].format(item=index.text_of(key)))
+        prompt = model.engine.style.prompt("index2item", item=index.text_of(key))
         ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.engine.device)
         from transformers import GenerationConfig
 
@@ -367,15 +365,13 @@ class DemoService:
 
     def title_to_code(self, title: str, variant: str = "full", k: int = 5) -> dict:
         """item2index: the codes the model generates for a title (constrained to real items)."""
-        from eager.llm.tasks import TEMPLATES, wrap
-
         title = (title or "").strip()
         if not title:
             raise DemoError("Type a product title (any text) to see which item codes the model writes for it.")
         if len(title) > 300:
             raise DemoError("That title is over 300 characters; shorten it.")
         model = self.model(variant)
-        prompt = wrap(TEMPLATES["item2index"][0].format(title=title))
+        prompt = model.engine.style.prompt("item2index", title=title)
         started = time.perf_counter()
         result = model.engine.search_prompts([prompt], k=k, beams=max(k, self.config.beams))
         return {"title": title, "variant": variant, "seconds": round(time.perf_counter() - started, 2),

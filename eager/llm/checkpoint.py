@@ -81,6 +81,11 @@ class LoadedModel:
     config: dict
     directory: Path
 
+    @property
+    def prompt_style(self) -> str:
+        """How the checkpoint was prompted in training (checkpoints from before styles: LC-Rec's)."""
+        return self.config.get("recipe", {}).get("prompt_style", "lcrec")
+
 
 def read_config(directory: str | Path) -> dict:
     """The checkpoint's resolved config, after checking every file against the manifest."""

@@ -80,12 +80,13 @@ def generation_config(tokenizer, levels: int, beams: int, k: int) -> GenerationC
 
 @torch.no_grad()
 def recommend_batch(
-    model, tokenizer, index: ItemIndex, trie: CodeTrie, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20
+    model, tokenizer, index: ItemIndex, trie: CodeTrie, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20,
+    prompt_style: str = "lcrec",
 ) -> list[list[Recommendation]]:
     """Top-``k`` items per history (lists of item keys), best first."""
     if k > beams:
         raise ValueError(f"k={k} needs at least as many beams (got {beams})")
-    prompts = [seqrec_prompt(index, h) for h in histories]
+    prompts = [seqrec_prompt(index, h, prompt_style) for h in histories]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generated tokens must all start at the same column
     try:

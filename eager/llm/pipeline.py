@@ -103,7 +103,8 @@ def train_variant(
         projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables))
 
     stages = []
-    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users)
+    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users,
+                            recipe.prompt_style)
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
                                              recipe, projectors, work, log, progress)
     # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
@@ -112,7 +113,8 @@ def train_variant(
     stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
     model = model.merge_and_unload()
     if variant.use_aat:
-        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users)
+        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users,
+                                 recipe.prompt_style)
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
                                                  recipe.stage2, recipe, None, work, log, progress)
         stage_files["stage2"] = (lora2, rows2)
@@ -160,7 +162,7 @@ def evaluate_checkpoint(
     from eager.serve.engine import BeamSearchEngine
 
     batch_size = batch_size or (128 if next(loaded.model.parameters()).is_cuda else 8)
-    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    engine = BeamSearchEngine.from_loaded(loaded)
     keys = data.item_keys
     rankings = {}
     for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}"):
@@ -202,5 +204,5 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
     from eager.serve.engine import BeamSearchEngine
 
     max_history = loaded.config.get("recipe", {}).get("max_history", 20)
-    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    engine = BeamSearchEngine.from_loaded(loaded)
     return engine.search([list(history)[-max_history:]], k, max(k, beams)).recommendations[0]

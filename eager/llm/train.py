@@ -161,12 +161,13 @@ def make_accelerator(recipe: TrainRecipe):
     )
 
 
-def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> list[int | None]:
+def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
+                     prompt_style: str = "lcrec") -> list[int | None]:
     """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10)."""
     from eager.serve.engine import BeamSearchEngine
 
     model.eval()
-    engine = BeamSearchEngine(model, tokenizer, index, trie.vocab, trie)
+    engine = BeamSearchEngine(model, tokenizer, index, trie.vocab, trie, prompt_style)
     keys = data.item_keys
     ranks = []
     for start in range(0, len(cases), batch_size):
@@ -176,20 +177,22 @@ def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, bat
     return ranks
 
 
-def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int) -> dict[str, float]:
+def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
+                     prompt_style: str = "lcrec") -> dict[str, float]:
     """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
-    return metrics_from_ranks(validation_ranks(model, tokenizer, index, trie, data, cases, beams, batch_size), (10,))
+    ranks = validation_ranks(model, tokenizer, index, trie, data, cases, beams, batch_size, prompt_style)
+    return metrics_from_ranks(ranks, (10,))
 
 
 def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                            world: int, rank: int) -> dict[str, float]:
+                            world: int, rank: int, prompt_style: str = "lcrec") -> dict[str, float]:
     """:func:`validation_score` with the cases split across the processes of a data-parallel run.
 
     Each process searches its own stride with its own (identical, all-reduced) copy of the model,
     outside the DDP wrapper, so no collective runs inside the search; the ranks are then gathered,
     and every process gets the score of all the cases.
     """
-    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size)
+    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size, prompt_style)
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -319,7 +322,7 @@ def train_stage(
         seconds = time.monotonic() - started
         # Every process validates a share of the users and gets the score of all, so all keep the same best.
         metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch,
-                                          world, rank)
+                                          world, rank, recipe.prompt_style)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), "tokens": tokens, "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},

@@ -90,13 +90,14 @@ def _timed(run: Callable[[list[str]], list[str]], histories, label: str, progres
 def latency(loaded: LoadedModel, histories: list[list[str]], k: int = 10, beams: int = 20,
             baseline: bool = True, progress: bool = True) -> dict:
     """Per-request latency (one user at a time) of the engine and, optionally, HF generate."""
-    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    engine = BeamSearchEngine.from_loaded(loaded)
     report: dict = {"k": k, "beams": beams, "history_items": len(histories[0])}
     report["engine"], ours = _timed(lambda h: [r.key for r in engine.search([h], k, beams).recommendations[0]],
                                     histories, "engine", progress)
     if baseline:
         report["hf_generate"], theirs = _timed(
-            lambda h: [r.key for r in recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, [h], k, beams)[0]],
+            lambda h: [r.key for r in recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, [h], k, beams,
+                                                   loaded.prompt_style)[0]],
             histories, "hf generate", progress)
         report["speedup_p50"] = round(report["hf_generate"]["p50_s"] / report["engine"]["p50_s"], 2)
         # Same model, same beams: the top-1 must agree (lower ranks may swap on floating-point near-ties).
@@ -107,10 +108,11 @@ def latency(loaded: LoadedModel, histories: list[list[str]], k: int = 10, beams:
 def throughput(loaded: LoadedModel, histories: list[list[str]], batch: int, k: int = 10, beams: int = 20,
                baseline: bool = True, progress: bool = True) -> dict:
     """Users per second when histories are searched ``batch`` at a time (the evaluation setting)."""
-    engine = BeamSearchEngine(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie)
+    engine = BeamSearchEngine.from_loaded(loaded)
     paths = {"engine": lambda chunk: engine.search(chunk, k, beams).recommendations}
     if baseline:
-        paths["hf_generate"] = lambda chunk: recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, chunk, k, beams)
+        paths["hf_generate"] = lambda chunk: recommend_batch(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, chunk, k, beams,
+                                                             loaded.prompt_style)
     report: dict = {"k": k, "beams": beams, "batch": batch, "users": len(histories)}
     for name, run in paths.items():
         run(histories[:batch])

@@ -25,7 +25,7 @@ import torch
 from eager.index.item_index import ItemIndex
 from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie, Recommendation
-from eager.llm.tasks import seqrec_prompt
+from eager.llm.tasks import get_prompt_style, seqrec_prompt
 
 
 @dataclass
@@ -71,8 +71,10 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 class BeamSearchEngine:
     """Constrained top-K over an item index for a (merged, possibly NF4) causal LM."""
 
-    def __init__(self, model, tokenizer, index: ItemIndex, vocab: CodeVocabulary, trie: CodeTrie | None = None):
+    def __init__(self, model, tokenizer, index: ItemIndex, vocab: CodeVocabulary, trie: CodeTrie | None = None,
+                 prompt_style: str = "lcrec"):
         self.model, self.tokenizer, self.index, self.vocab = model, tokenizer, index, vocab
+        self.style = get_prompt_style(prompt_style)  # the style the model was trained on
         self.trie = trie or CodeTrie(index, vocab)
         self.device = next(model.parameters()).device
         self.levels, self.k = index.levels, index.k
@@ -84,8 +86,13 @@ class BeamSearchEngine:
         # Custom 4-D masks are additive, in the dtype the hidden states flow in.
         self.mask_dtype = model.get_input_embeddings().weight.dtype
 
+    @classmethod
+    def from_loaded(cls, loaded) -> BeamSearchEngine:
+        """The engine for a loaded checkpoint (:class:`eager.llm.checkpoint.LoadedModel`), in its prompt style."""
+        return cls(loaded.model, loaded.tokenizer, loaded.index, loaded.vocab, loaded.trie, loaded.prompt_style)
+
     def prompts(self, histories: Sequence[Sequence[str]]) -> list[str]:
-        return [seqrec_prompt(self.index, h) for h in histories]
+        return [seqrec_prompt(self.index, h, self.style.name) for h in histories]
 
     def _forward(self, input_ids, attention_mask, cache=None, last_only=True):
         """Log-probabilities of the token after ``input_ids`` (computing only the last logits), and the cache."""
