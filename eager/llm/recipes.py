@@ -107,7 +107,8 @@ CPU_RECIPE = TrainRecipe(
 
 # What two CPU cores can train in under two hours that still learns the task: seqrec only, in the
 # compact prompt style (~33 tokens a sample on Scientific against ~75 with LC-Rec's wrapper, and the
-# CPU is bound by tokens), each stage's step count fitted to its clock budget.
+# CPU is bound by tokens), each stage's step count fitted to its clock budget. On Scientific, stage 1
+# alone (80 min, ~half an epoch) reached validation R@10 0.052 against popularity's 0.020 (README).
 CPU_COMPACT_RECIPE = TrainRecipe(
     name="cpu-compact",
     stage1=StageConfig(tasks=("seqrec",), epochs=1, lr=2e-3, batch_size=16, warmup_ratio=0.03, max_minutes=80),
