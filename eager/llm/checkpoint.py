@@ -22,6 +22,7 @@ from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie
 from eager.llm.recipes import LoraSettings
 from eager.llm.setup import first_code_row, load_lora_and_merge, prepare_backbone
+from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -84,7 +85,7 @@ class LoadedModel:
     @property
     def prompt_style(self) -> str:
         """How the checkpoint was prompted in training (checkpoints from before styles: LC-Rec's)."""
-        return self.config.get("recipe", {}).get("prompt_style", "lcrec")
+        return self.config.get("recipe", {}).get("prompt_style", DEFAULT_PROMPT_STYLE)
 
 
 def read_config(directory: str | Path) -> dict:

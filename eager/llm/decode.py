@@ -17,7 +17,7 @@ from transformers import GenerationConfig
 
 from eager.index.item_index import ItemIndex
 from eager.llm.code_tokens import CodeVocabulary
-from eager.llm.tasks import seqrec_prompt
+from eager.llm.tasks import DEFAULT_PROMPT_STYLE, seqrec_prompt
 
 
 class CodeTrie:
@@ -81,7 +81,7 @@ def generation_config(tokenizer, levels: int, beams: int, k: int) -> GenerationC
 @torch.no_grad()
 def recommend_batch(
     model, tokenizer, index: ItemIndex, trie: CodeTrie, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20,
-    prompt_style: str = "lcrec",
+    prompt_style: str = DEFAULT_PROMPT_STYLE,
 ) -> list[list[Recommendation]]:
     """Top-``k`` items per history (lists of item keys), best first."""
     if k > beams:

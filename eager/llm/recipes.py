@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from eager.llm.gct import GCTConfig
+from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TrainRecipe:
     max_len: int = 384
     pack_len: int | None = None  # pack each batch's samples into rows of this many tokens (None: pad)
     max_history: int = 20
-    prompt_style: str = "lcrec"  # or "compact" (eager.llm.tasks.PROMPT_STYLES): ~2.5x fewer tokens per sample
+    prompt_style: str = DEFAULT_PROMPT_STYLE  # or "compact" (eager.llm.tasks.PROMPT_STYLES): ~2.2x fewer tokens a sample
     eval_users: int = 2000  # validation users used for model selection
     eval_beams: int = 20
     seed: int = 42

@@ -2,10 +2,10 @@
 
 Every sample is (prompt, response, task, target item row). The prompt is LC-Rec's wrapper around
 one of several instruction templates; the loss is taken on the response only. Evaluation always
-uses one fixed seqrec template (:data:`EVAL_TEMPLATE`).
+uses one fixed seqrec template (the style's first).
 
 A second prompt style, ``compact``, drops the wrapper and keeps one terse template per task: a
-sample is ~2.5x fewer tokens, which is what a CPU run is bound by. A checkpoint records its style
+sample is ~2.2x fewer tokens, which is what a CPU run is bound by. A checkpoint records its style
 (``recipe.prompt_style``) and everything that prompts it (evaluation, serving, the demo) uses it.
 """
 
@@ -52,7 +52,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "The user bought, in order: {titles}. Which item should be recommended next?",
     ),
 }
-EVAL_TEMPLATE = TEMPLATES["seqrec"][0]
 TASKS = ("seqrec", "item2index", "index2item", "fusionseqrec")
 
 
@@ -86,6 +85,9 @@ PROMPT_STYLES = {
 }
 
 
+DEFAULT_PROMPT_STYLE = "lcrec"  # what checkpoints from before prompt styles were trained on
+
+
 def get_prompt_style(name: str) -> PromptStyle:
     if name not in PROMPT_STYLES:
         raise KeyError(f"unknown prompt style {name!r}; choose one of: {', '.join(PROMPT_STYLES)}")
@@ -104,7 +106,7 @@ def history_text(index: ItemIndex, keys: Sequence[str]) -> str:
     return ", ".join(index.text_of(k) for k in keys)
 
 
-def seqrec_prompt(index: ItemIndex, history_keys: Sequence[str], style: str = "lcrec") -> str:
+def seqrec_prompt(index: ItemIndex, history_keys: Sequence[str], style: str = DEFAULT_PROMPT_STYLE) -> str:
     """The fixed evaluation prompt of ``style`` for a history of item keys."""
     return get_prompt_style(style).prompt("seqrec", history=history_text(index, history_keys))
 
@@ -123,7 +125,7 @@ def build_samples(
     max_history: int = DEFAULT_MAX_HISTORY,
     seed: int = 0,
     users: Sequence[int] | None = None,
-    style: str = "lcrec",
+    style: str = DEFAULT_PROMPT_STYLE,
 ) -> list[Sample]:
     """Training samples from the train split only (the last two items of every user stay unseen)."""
     unknown = set(tasks) - set(TASKS)

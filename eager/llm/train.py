@@ -40,7 +40,7 @@ from eager.llm.setup import (
     lora_state,
     train_only_code_rows,
 )
-from eager.llm.tasks import Sample
+from eager.llm.tasks import DEFAULT_PROMPT_STYLE, Sample
 from eager.utils import seed_everything
 
 
@@ -162,7 +162,7 @@ def make_accelerator(recipe: TrainRecipe):
 
 
 def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                     prompt_style: str = "lcrec") -> list[int | None]:
+                     prompt_style: str = DEFAULT_PROMPT_STYLE) -> list[int | None]:
     """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10)."""
     from eager.serve.engine import BeamSearchEngine
 
@@ -178,14 +178,14 @@ def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, bat
 
 
 def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                     prompt_style: str = "lcrec") -> dict[str, float]:
+                     prompt_style: str = DEFAULT_PROMPT_STYLE) -> dict[str, float]:
     """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
     ranks = validation_ranks(model, tokenizer, index, trie, data, cases, beams, batch_size, prompt_style)
     return metrics_from_ranks(ranks, (10,))
 
 
 def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                            world: int, rank: int, prompt_style: str = "lcrec") -> dict[str, float]:
+                            world: int, rank: int, prompt_style: str = DEFAULT_PROMPT_STYLE) -> dict[str, float]:
     """:func:`validation_score` with the cases split across the processes of a data-parallel run.
 
     Each process searches its own stride with its own (identical, all-reduced) copy of the model,

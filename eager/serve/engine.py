@@ -25,7 +25,7 @@ import torch
 from eager.index.item_index import ItemIndex
 from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie, Recommendation
-from eager.llm.tasks import get_prompt_style, seqrec_prompt
+from eager.llm.tasks import DEFAULT_PROMPT_STYLE, get_prompt_style, seqrec_prompt
 
 
 @dataclass
@@ -72,7 +72,7 @@ class BeamSearchEngine:
     """Constrained top-K over an item index for a (merged, possibly NF4) causal LM."""
 
     def __init__(self, model, tokenizer, index: ItemIndex, vocab: CodeVocabulary, trie: CodeTrie | None = None,
-                 prompt_style: str = "lcrec"):
+                 prompt_style: str = DEFAULT_PROMPT_STYLE):
         self.model, self.tokenizer, self.index, self.vocab = model, tokenizer, index, vocab
         self.style = get_prompt_style(prompt_style)  # the style the model was trained on
         self.trie = trie or CodeTrie(index, vocab)
