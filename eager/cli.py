@@ -136,6 +136,11 @@ def cmd_train(args) -> None:
         recipe = replace(recipe, eval_users=args.eval_users)
     if args.compile is not None:
         recipe = replace(recipe, compile=args.compile)
+    if args.attention is not None:
+        try:
+            recipe = replace(recipe, attention=args.attention)
+        except ValueError as error:  # e.g. varlen on a recipe that does not pack
+            raise SystemExit(f"--attention: {error}") from None
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json)
@@ -320,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(e.g. 274,188 to repeat another run's step counts)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the decoder layers for the training steps (default: the recipe's)")
+    train.add_argument("--attention", choices=("sdpa", "varlen"),
+                       help="attention of the packed training steps: sdpa over whole rows, or varlen, each sample "
+                       "over its own length (default: the recipe's)")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
     train.set_defaults(func=cmd_train)
 

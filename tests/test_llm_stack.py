@@ -270,6 +270,7 @@ def test_bucketed_batches_cut_padding():
 @given(st.integers(2, 12), st.sampled_from([64, 200, 400]), st.integers(0, 10_000))
 def test_packed_batches_give_the_padded_loss(cyclic_data, base_dir, size, row_len, seed):
     """Packing changes the layout, never the loss: no sample sees another, GCT reads the same states."""
+    from eager.llm.attention import VARLEN_ATTENTION, TrainingAttention
     from eager.llm.batching import collate_packed, pack_rows
 
     model, tok = _tiny(base_dir)
@@ -286,8 +287,20 @@ def test_packed_batches_give_the_padded_loss(cyclic_data, base_dir, size, row_le
     with torch.no_grad():
         a = compute_loss(model, padded, projectors, config, torch.Generator().manual_seed(0))
         b = compute_loss(model, packed, projectors, config, torch.Generator().manual_seed(0))
-    assert set(a) == set(b)
+        with TrainingAttention(model, "varlen") as attention:  # per-sample attention from the boundaries
+            assert model.config._attn_implementation == VARLEN_ATTENTION
+            c = compute_loss(model, packed, projectors, config, torch.Generator().manual_seed(0))
+            with pytest.raises(ValueError, match="boundaries"):  # the layers really go through it
+                compute_loss(model, replace(packed, cu_seqlens=None), projectors, config)
+        assert model.config._attn_implementation != VARLEN_ATTENTION and attention.varlen
+    assert set(a) == set(b) == set(c)
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5), name
+        assert torch.allclose(a[name], c[name], atol=1e-5), name
+    # The boundaries are the samples' (and each row's padding tail), in order, covering every token once.
+    lengths = (packed.cu_seqlens[1:] - packed.cu_seqlens[:-1]).tolist()
+    assert sum(lengths) == packed.input_ids.numel() and max(lengths) == packed.max_seqlen
+    assert sorted(n for n in lengths if n) == sorted(
+        [int(m) for m in padded.attention_mask.sum(1)] + [int(r) for r in (1 - packed.attention_mask).sum(1) if r])
     rows = pack_rows([5, 9, 3, 7, 2], 10)
     assert sorted(i for r in rows for i in r) == list(range(5)) and all(sum([5, 9, 3, 7, 2][i] for i in r) <= 10 for r in rows)

@@ -160,3 +160,34 @@ def test_max_steps_flag_takes_one_cap_or_one_per_stage():
     for bad in ("0", "1,2,3", "ten", "5,-1"):
         with pytest.raises(SystemExit, match="--max-steps"):
             _stage_steps(bad)
+
+
+def test_varlen_attention_trains_like_sdpa(cyclic_data, base_dir, tmp_path, monkeypatch):
+    """recipe.attention='varlen' routes every training step's attention through it, and trains to the same numbers."""
+    import eager.llm.attention as attention
+
+    calls = []
+    reference = attention.varlen_reference
+    monkeypatch.setattr(attention, "varlen_reference", lambda *a, **k: calls.append(1) or reference(*a, **k))
+    index = toy_index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec", "item2index"))
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=3, batch_size=8,
+                    lora=replace(TEST_RECIPE.stage2.lora, dropout=0.0))
+    runs = {}
+    for choice in ("sdpa", "varlen"):
+        model, tok = load_tiny(base_dir)
+        trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+        recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4, attention=choice)
+        (tmp_path / "stage2_state.pt").unlink(missing_ok=True)
+        before = len(calls)
+        trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe,
+                                                None, tmp_path, lambda r: None, progress=False)
+        # 3 steps x 2 layers went through it (and validation, with its cache and tree masks, did not)
+        assert len(calls) - before == (3 * 2 if choice == "varlen" else 0)
+        assert trained.get_base_model().config._attn_implementation != attention.VARLEN_ATTENTION
+        runs[choice] = (info["history"][-1], lora)
+    (plain, plain_lora), (fast, fast_lora) = runs["sdpa"], runs["varlen"]
+    assert abs(plain["loss_lm"] - fast["loss_lm"]) < 1e-4 * abs(plain["loss_lm"])
+    assert plain["valid_ndcg@10"] == fast["valid_ndcg@10"]
+    for key, value in plain_lora.items():
+        assert torch.allclose(value, fast_lora[key], atol=1e-5, rtol=1e-4), key

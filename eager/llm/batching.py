@@ -29,6 +29,10 @@ class Batch:
     gct_mask: torch.Tensor  # (N,) samples that take part in GCT (seqrec)
     summary_row: torch.Tensor | None = None  # (N,) row of each sample (None: sample i is row i)
     position_ids: torch.Tensor | None = None  # (B, T) restarting per sample when packed
+    # Packed only: the samples' boundaries over the concatenated rows (int32, S+1) and the longest
+    # sample, for varlen attention (eager.llm.attention); computed here, on the host, at collation.
+    cu_seqlens: torch.Tensor | None = None
+    max_seqlen: int | None = None
 
     @property
     def packed(self) -> bool:
@@ -44,7 +48,8 @@ class Batch:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return Batch(*(move(t) for t in (self.input_ids, self.attention_mask, self.labels, self.summary_index,
-                                          self.targets, self.gct_mask, self.summary_row, self.position_ids)))
+                                          self.targets, self.gct_mask, self.summary_row, self.position_ids,
+                                          self.cu_seqlens)), max_seqlen=self.max_seqlen)
 
     @property
     def tokens(self) -> int:
@@ -130,8 +135,16 @@ def collate_packed(tokenizer, samples: Sequence[Sample], max_len: int, row_len: 
         input_ids, mask, labels, summary_index,
         targets=torch.tensor([s.target for s in samples]),
         gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
-        summary_row=summary_row, position_ids=positions,
+        summary_row=summary_row, position_ids=positions, **segments(positions),
     )
+
+
+def segments(position_ids: torch.Tensor) -> dict:
+    """The Batch fields that let varlen attention see each packed sample on its own."""
+    from eager.llm.attention import segment_bounds
+
+    bounds, longest = segment_bounds(position_ids)
+    return {"cu_seqlens": bounds, "max_seqlen": longest}
 
 
 def bucketed_batches(

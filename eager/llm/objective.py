@@ -18,7 +18,10 @@ def last_hidden(model, batch: Batch) -> torch.Tensor:
     """Final-layer (post-norm) hidden states, without computing logits for every position."""
     lm = causal_lm(model)
     if batch.packed:  # no 2-D mask and no cache: transformers builds the block-diagonal mask from positions
-        return lm.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        # (the boundaries are read only by varlen attention, eager.llm.attention; SDPA ignores them)
+        bounds = {} if batch.cu_seqlens is None else {"cu_seq_lens_q": batch.cu_seqlens, "max_length_q": batch.max_seqlen}
+        return lm.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                        **bounds).last_hidden_state
     return lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).last_hidden_state
 
 

@@ -46,6 +46,17 @@ class TrainRecipe:
     seed: int = 42
     bf16: bool = True  # on CUDA; CPU trains in fp32
     compile: bool = False  # torch.compile the decoder layers for the training steps (see CompiledLayers)
+    # Attention of the packed training steps: "sdpa" (transformers' block-diagonal mask over whole rows)
+    # or "varlen" (each sample attends over its own length only: eager.llm.attention). Needs pack_len.
+    attention: str = "sdpa"
+
+    def __post_init__(self):
+        from eager.llm.attention import ATTENTION_CHOICES
+
+        if self.attention not in ATTENTION_CHOICES:
+            raise ValueError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_CHOICES)}")
+        if self.attention == "varlen" and not self.pack_len:
+            raise ValueError("attention='varlen' reads the boundaries of packed rows: set pack_len too")
 
 
 # The authors' LLaMA-7B recipe, for reference: full fine-tuning cannot meet the 12 MiB checkpoint
@@ -67,9 +78,10 @@ SMOLLM2_RECIPE = TrainRecipe(
                        batch_size=64),
     stage2=StageConfig(tasks=("seqrec",), epochs=1, lr=5e-4, batch_size=64),
     pack_len=2048,
-    # Compiled decoder layers: 1.78x the plain LoRA step on an H200 (scripts/bench_train_step.py),
-    # for ~70 s of compiling per stage, which hours of training repay.
-    compile=True,
+    # Compiled decoder layers + varlen attention: 3.2x the plain LoRA step on an H200 with dropout 0
+    # (scripts/bench_train_step.py --suite, README), for ~65 s of compiling per stage, which hours of
+    # training repay.
+    compile=True, attention="varlen",
 )
 
 # One short GPU lease (about 15 minutes of an H100/H200, start-up and evaluation included): some

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import traceback
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
@@ -163,6 +164,7 @@ def run_search(
                                 model=model, tokenizer=tokenizer, index=index, tables=tables)
         except Exception as err:  # noqa: BLE001 - recorded, and the next trial runs
             row["error"] = f"{type(err).__name__}: {err}"
+            traceback.print_exc()  # where it failed goes to the log; the table keeps the message
             results.append(row)
             write()
             continue
@@ -170,7 +172,8 @@ def run_search(
         row.update({
             "valid_users": run["selection"]["users"], "valid_recall@10": run["selection"]["recall@10"],
             "valid_ndcg@10": run["selection"]["ndcg@10"], "steps": last["step"], "tokens": last["tokens"],
-            "tokens_per_s": last["tokens_per_s"], "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
+            "tokens_per_s": last["tokens_per_s"], "tokens_per_s_steady": last.get("tokens_per_s_steady"),
+            "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
         })
         results.append(row)
         write()

@@ -29,6 +29,7 @@ from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
+from eager.llm.attention import TrainingAttention
 from eager.llm.batching import CollatedBatches, approximate_lengths, bucketed_batches
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
@@ -263,6 +264,7 @@ def train_stage(
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compiled = CompiledLayers(model, recipe.compile)
+    attention = TrainingAttention(model, recipe.attention)
 
     state_file = work_dir / f"{stage_name}_state.pt"
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
@@ -296,11 +298,11 @@ def train_stage(
         order = torch.randperm(len(samples), generator=generator).tolist()
         order = order[: len(order) - len(order) % world][rank::world]
         batches = bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch)
-        started, tokens, sums, count = time.monotonic(), 0, {}, 0
+        started, tokens, sums, count, steady_from = time.monotonic(), 0, {}, 0, None
         stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(workers)
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
-        with compiled:  # (a no-op unless the recipe compiles)
+        with compiled, attention:  # (no-ops unless the recipe compiles / asks for varlen attention)
             for batch in bar:
                 if step >= budget.total:
                     break
@@ -313,18 +315,30 @@ def train_stage(
                 optimizer.step()
                 scheduler.step()
                 step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
+                if count == StepBudget.CALIBRATE_AFTER:  # past compiling and start-up: the steady rate starts here
+                    sync()
+                    steady_from = (time.monotonic(), tokens)
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + value.detach()
                 budget.observe(step, run_steps, run_started, sync)
                 if count % 25 == 1:
                     bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
         sync()
-        seconds = time.monotonic() - started
+        finished = time.monotonic()
+        seconds = finished - started
+        if device.type == "cuda":
+            steady = {"peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)}
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            steady = {}
+        if steady_from is not None and count > StepBudget.CALIBRATE_AFTER:
+            steady = {"tokens_per_s_steady": round((tokens - steady_from[1]) / max(finished - steady_from[0], 1e-9))}
         # Every process validates a share of the users and gets the score of all, so all keep the same best.
         metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch,
                                           world, rank, recipe.prompt_style)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
-                  "tokens_per_s": round(tokens / max(seconds, 1e-9)), "tokens": tokens, "planned_steps": budget.total,
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9)), **steady, "tokens": tokens,
+                  "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
                   **{f"valid_{k}": v for k, v in metrics.items()}}
         if metrics["ndcg@10"] > best["ndcg@10"]:
