@@ -21,7 +21,7 @@ echo "search: exit $? after $(($(date +%s) - started)) s"
 cp "$work/search.json" "$work/search.md" "$out/" 2>/dev/null || echo "no trial finished"
 grep -v -e "it/s\]$" -e "warnings.warn" -e "FutureWarning" "$work/stderr.log" | tail -80 > "$out/search.log"
 for f in "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/"*/train_log.jsonl; do  # per-epoch tokens/s, peak memory
-  [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")").jsonl"
+  [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")" | tr -c 'A-Za-z0-9_.\n-' '_').jsonl"  # the lease drops odd names
 done
 cat "$out/search.md" 2>/dev/null
 grep -E "Traceback|Error" "$out/search.log" | tail -5

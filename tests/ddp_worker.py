@@ -18,13 +18,15 @@ from eager.llm.tasks import build_samples  # noqa: E402
 from eager.llm.train import selection_cases, train_stage, validation_score  # noqa: E402
 
 
-def main(base_dir: str, out_dir: str) -> None:
+def main(base_dir: str, out_dir: str, batch_tokens: str = "") -> None:
     data = make_cyclic_data()
     model, tok = _tiny(base_dir)
     index = _index(data)
     trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", data))
     samples = build_samples(data, index, ("seqrec",))[:64]
-    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=None, batch_size=8)
+    # With a token budget each process cuts its own share into its own number of batches.
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=None, batch_size=8,
+                    batch_tokens=int(batch_tokens) if batch_tokens else None)
     # 7 users: the two shares differ in size; 20 beams rank 10 of the 50 items, so some users score.
     recipe = replace(TEST_RECIPE, eval_users=7, eval_beams=20)
     trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, data, samples, stage, recipe, None,
@@ -47,4 +49,4 @@ def main(base_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

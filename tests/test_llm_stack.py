@@ -212,8 +212,10 @@ def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir
     assert info["history"][1]["step"] == 2 * info["history"][0]["step"]
 
 
-def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
-    """Data-parallel training through accelerate (gloo on CPU): both ranks end with the same weights."""
+@pytest.mark.parametrize("batch_tokens", [None, 300])
+def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path, batch_tokens):
+    """Data-parallel training through accelerate (gloo on CPU): both ranks end with the same weights,
+    also when a token budget cuts each process's share into its own number of batches."""
     import os
     import socket
     import subprocess
@@ -228,7 +230,7 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-         str(worker), str(base_dir), str(tmp_path)],
+         str(worker), str(base_dir), str(tmp_path), str(batch_tokens or "")],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -236,7 +238,10 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path):
     assert all(r["world"] == 2 for r in ranks)
     assert ranks[0]["digest"] == ranks[1]["digest"]  # gradients were all-reduced
     assert ranks[0]["lora_b_moved"]  # and the adapter did train
-    assert ranks[0]["steps"] == 64 // 2 // 8  # each process took half of the samples
+    if batch_tokens is None:
+        assert ranks[0]["steps"] == 64 // 2 // 8  # each process took half of the samples
+    else:  # smaller batches (300 tokens hold fewer than 8 samples), the same count on both processes
+        assert ranks[0]["steps"] == ranks[1]["steps"] > 64 // 2 // 8
     # Validation split across the two processes scores exactly what one process scores on every case.
     assert ranks[0]["shared_valid"] == ranks[1]["shared_valid"] == ranks[0]["alone_valid"]
 
@@ -250,6 +255,31 @@ def test_bucketed_batches_cover_everything_once(lengths, batch_size, bucket):
     batches = bucketed_batches(order, lengths, batch_size, bucket)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(1 <= len(b) <= batch_size for b in batches)
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 64), st.integers(1, 6),
+       st.integers(300, 2000))
+@settings(max_examples=50, deadline=None)
+def test_token_budget_batches_stay_under_it(lengths, batch_size, bucket, max_tokens):
+    from eager.llm.batching import bucketed_batches
+
+    order = list(np.random.default_rng(0).permutation(len(lengths)))
+    batches = bucketed_batches(order, lengths, batch_size, bucket, max_tokens=max_tokens)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= batch_size and sum(lengths[i] for i in b) <= max_tokens for b in batches)
+    # A batch closes only when the next sample would not fit: no two neighbours in a bucket could merge.
+    plain = bucketed_batches(order, lengths, batch_size, bucket)
+    assert len(batches) >= len(plain)
+
+
+def test_token_lengths_are_the_encoded_lengths(cyclic_data, base_dir):
+    from eager.llm.batching import encode, token_lengths
+
+    _, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec", "item2index", "index2item", "fusionseqrec"), seed=1)
+    for max_len in (24, 64, 256):  # 24 cuts prompts and titles, 256 cuts nothing
+        assert token_lengths(tok, samples, max_len, chunk=7) == [len(encode(tok, s, max_len)[0]) for s in samples]
 
 
 def test_bucketed_batches_cut_padding():

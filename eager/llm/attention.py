@@ -91,16 +91,13 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     return out.reshape(batch, length, heads, dim), None
 
 
-def _no_mask(*args, **kwargs):
-    return None  # the boundaries travel as cu_seq_lens_q: no (B, 1, T, T) mask is built
-
-
 def register() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
 
+    # No mask function is registered on purpose: for an implementation without one, transformers
+    # builds no mask and skips its packed-sequence detection (a host sync per forward); the
+    # boundaries travel as cu_seq_lens_q instead.
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
-    AttentionMaskInterface.register(VARLEN_ATTENTION, _no_mask)
 
 
 class TrainingAttention:

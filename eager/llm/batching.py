@@ -9,8 +9,8 @@ lengths would carry is gone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -33,6 +33,23 @@ class Batch:
     # sample, for varlen attention (eager.llm.attention); computed here, on the host, at collation.
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int | None = None
+    # What the loss gathers, found on the host when the batch is built, so a training step on the
+    # GPU never waits on a data-dependent shape (a boolean index or nonzero is a host sync per step):
+    # flat positions in (B*T) of the tokens whose *next* token is labelled, those next tokens, and
+    # the samples that take part in GCT.
+    label_positions: torch.Tensor | None = None
+    label_ids: torch.Tensor | None = None
+    gct_rows: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.label_positions is None:
+            following = torch.full_like(self.labels, IGNORE)
+            following[:, :-1] = self.labels[:, 1:]
+            where = following.reshape(-1) != IGNORE
+            self.label_positions = torch.nonzero(where).squeeze(1)
+            self.label_ids = following.reshape(-1)[where]
+        if self.gct_rows is None:
+            self.gct_rows = torch.nonzero(self.gct_mask).squeeze(1)
 
     @property
     def packed(self) -> bool:
@@ -43,13 +60,16 @@ class Batch:
         return self.summary_row if self.summary_row is not None else torch.arange(len(self.summary_index),
                                                                                    device=self.summary_index.device)
 
-    def to(self, device, non_blocking: bool = False) -> Batch:
-        def move(t):
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (what a DataLoader with pin_memory calls), so the copy to the GPU runs async."""
+        return Batch(**{f.name: v.pin_memory() if isinstance(v := getattr(self, f.name), torch.Tensor) else v
+                        for f in fields(self)})
 
-        return Batch(*(move(t) for t in (self.input_ids, self.attention_mask, self.labels, self.summary_index,
-                                          self.targets, self.gct_mask, self.summary_row, self.position_ids,
-                                          self.cu_seqlens)), max_seqlen=self.max_seqlen)
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        def move(value):
+            return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+
+        return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
     @property
     def tokens(self) -> int:
@@ -67,6 +87,25 @@ def encode(tokenizer, sample: Sample, max_len: int) -> tuple[list[int], int]:
     response = response + [tokenizer.eos_token_id]
     prompt = prompt[-(max_len - len(response)):]
     return prompt + response, len(prompt)
+
+
+def encoded_length(prompt_tokens: int, response_tokens: int, max_len: int) -> int:
+    """len(encode(...)[0]) from the two parts' token counts: the same cuts, without building the ids."""
+    response = min(response_tokens, max_len // 2 - 1) + 1
+    return min(prompt_tokens, max_len - response) + response
+
+
+def token_lengths(tokenizer, samples: Sequence[Sample], max_len: int, chunk: int = 4096) -> list[int]:
+    """Each sample's exact encoded length, tokenised in batches (what token-budget batches are cut by)."""
+    from tqdm.auto import tqdm
+
+    lengths = []
+    for start in tqdm(range(0, len(samples), chunk), desc="token lengths", leave=False):
+        part = samples[start : start + chunk]
+        prompts = tokenizer([s.prompt for s in part], add_special_tokens=False)["input_ids"]
+        responses = tokenizer([s.response for s in part], add_special_tokens=False)["input_ids"]
+        lengths += [encoded_length(len(p), len(r), max_len) for p, r in zip(prompts, responses)]
+    return lengths
 
 
 def collate(tokenizer, samples: Sequence[Sample], max_len: int, gct_tasks: Sequence[str] = ("seqrec",)) -> Batch:
@@ -148,12 +187,17 @@ def segments(position_ids: torch.Tensor) -> dict:
 
 
 def bucketed_batches(
-    order: Sequence[int], lengths: Sequence[int], batch_size: int, bucket_batches: int = 50, seed: int = 0
+    order: Sequence[int], lengths: Sequence[int], batch_size: int, bucket_batches: int = 50, seed: int = 0,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Batches with little padding that are still random.
 
     ``order`` (an already shuffled list of sample ids) is cut into buckets of ``bucket_batches``
     batches; each bucket is sorted by length and split into batches; the batches are shuffled.
+    With ``max_tokens`` (``lengths`` then in tokens), a batch also closes before its lengths would
+    pass that sum: sorting by length puts the longest samples together, so a batch of a fixed
+    sample count can hold several times the median batch's tokens (4x on Beauty at 512 samples,
+    which is what ran an H200 out of memory); a token budget bounds every step's memory.
     """
     import random
 
@@ -161,7 +205,18 @@ def bucketed_batches(
     batches = []
     for start in range(0, len(order), span):
         bucket = sorted(order[start : start + span], key=lambda i: lengths[i])
-        batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+        if max_tokens is None:
+            batches += [bucket[i : i + batch_size] for i in range(0, len(bucket), batch_size)]
+            continue
+        current, used = [], 0
+        for i in bucket:
+            if current and (len(current) == batch_size or used + lengths[i] > max_tokens):
+                batches.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += lengths[i]
+        if current:
+            batches.append(current)
     random.Random(seed).shuffle(batches)
     return batches
 
@@ -188,9 +243,9 @@ class CollatedBatches(torch.utils.data.Dataset):
             return collate_packed(self.tokenizer, chosen, self.max_len, self.pack_len)
         return collate(self.tokenizer, chosen, self.max_len)
 
-    def stream(self, workers: int = 0):
-        """The batches in order: built here, or ``workers`` processes ahead of the consumer."""
+    def stream(self, workers: int = 0, pin_memory: bool = False):
+        """The batches in order: built here, or ``workers`` processes ahead of the consumer (pinned for a GPU)."""
         if workers == 0:
             return (self[i] for i in range(len(self)))
         return iter(torch.utils.data.DataLoader(self, batch_size=None, shuffle=False, num_workers=workers,
-                                                prefetch_factor=4, pin_memory=False))
+                                                prefetch_factor=4, pin_memory=pin_memory))

@@ -46,7 +46,7 @@ class DecompressionProjectors(nn.Module):
         for name, head in self.heads.items():
             table = self.table(name)
             negatives = torch.randint(0, len(table), (min(config.negatives, len(table)),),
-                                      generator=generator, device="cpu").to(table.device)
+                                      generator=generator, device="cpu").to(table.device, non_blocking=True)
             losses[name] = info_nce(head(query_in), table[targets], table[negatives],
                                     negatives == targets[:, None].to(negatives.device), config.temperature)
         return losses

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eager.llm.batching import IGNORE, Batch
+from eager.llm.batching import Batch
 from eager.llm.gct import DecompressionProjectors, GCTConfig
 
 
@@ -34,13 +34,13 @@ def compute_loss(
 ) -> dict[str, torch.Tensor]:
     hidden = last_hidden(model, batch)
     # Next-token loss only where there is a label: project just those positions to the vocabulary.
-    shifted = batch.labels[:, 1:]
-    where = shifted != IGNORE
-    logits = causal_lm(model).lm_head(hidden[:, :-1][where])
-    lm_loss = F.cross_entropy(logits.float(), shifted[where])
+    # (The positions were found on the host when the batch was built: no sync here.)
+    predicting = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.label_positions)
+    logits = causal_lm(model).lm_head(predicting)
+    lm_loss = F.cross_entropy(logits.float(), batch.label_ids)
     out = {"lm": lm_loss, "loss": lm_loss}
-    if projectors is not None and gct is not None and gct.weight > 0 and bool(batch.gct_mask.any()):
-        rows = torch.nonzero(batch.gct_mask).squeeze(1)
+    rows = batch.gct_rows
+    if projectors is not None and gct is not None and gct.weight > 0 and rows.numel() > 0:  # a shape: no sync
         summary = hidden[batch.rows_of_samples[rows], batch.summary_index[rows]]
         losses = projectors(summary, batch.targets[rows], gct, generator)
         for name, value in losses.items():

@@ -30,7 +30,12 @@ from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
 from eager.llm.attention import TrainingAttention
-from eager.llm.batching import CollatedBatches, approximate_lengths, bucketed_batches
+from eager.llm.batching import (
+    CollatedBatches,
+    approximate_lengths,
+    bucketed_batches,
+    token_lengths,
+)
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
@@ -245,7 +250,20 @@ def train_stage(
         groups.append({"params": list(projectors.parameters()), "weight_decay": stage.weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, fused=device.type == "cuda")
     world, rank = accelerator.num_processes, accelerator.process_index
-    steps_per_epoch = math.ceil(math.ceil(len(samples) / world) / stage.batch_size)
+    if stage.batch_tokens:  # exact lengths: batches are cut by them
+        lengths = token_lengths(tokenizer, samples, recipe.max_len)
+    else:  # character counts are enough to bucket by
+        lengths = approximate_lengths(samples)
+
+    def epoch_batches(order: list[int], epoch: int) -> list[list[int]]:
+        return bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch, max_tokens=stage.batch_tokens)
+
+    if stage.batch_tokens:  # how many batches a token budget cuts: plan one (unshuffled) share to count them
+        steps_per_epoch = len(epoch_batches(list(range(len(samples) - len(samples) % world))[rank::world], 0))
+    else:
+        steps_per_epoch = math.ceil(math.ceil(len(samples) / world) / stage.batch_size)
+    if world > 1:
+        steps_per_epoch = _min_over_ranks(steps_per_epoch, device)  # every process plans the same steps
     epochs = max(1, math.ceil(stage.epochs))
     total = steps_per_epoch * epochs
     if stage.max_steps:
@@ -257,7 +275,6 @@ def train_stage(
     generator = torch.Generator().manual_seed(recipe.seed)
     gct = recipe.gct if projectors is not None else None
     cases = selection_cases(data, recipe)
-    lengths = approximate_lengths(samples)  # length-bucketed batches waste little on padding
     eval_batch = 64 if device.type == "cuda" else 8
     workers = loader_workers(device)
     if workers:
@@ -297,9 +314,12 @@ def train_stage(
         # Equal shares, or DDP would wait forever for a process's extra step.
         order = torch.randperm(len(samples), generator=generator).tolist()
         order = order[: len(order) - len(order) % world][rank::world]
-        batches = bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch)
+        batches = epoch_batches(order, epoch)
+        if stage.batch_tokens and world > 1:  # token budgets cut each share into its own count: DDP needs one
+            batches = batches[: _min_over_ranks(len(batches), device)]
         started, tokens, sums, count, steady_from = time.monotonic(), 0, {}, 0, None
-        stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(workers)
+        stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(
+            workers, pin_memory=device.type == "cuda")
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
         with compiled, attention:  # (no-ops unless the recipe compiles / asks for varlen attention)
@@ -364,6 +384,14 @@ def train_stage(
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
     return model, best_lora, best_rows, {"history": history, "best": best}
+
+
+def _min_over_ranks(value: int, device: torch.device) -> int:
+    if not torch.distributed.is_initialized():
+        return value
+    shared = torch.tensor([value], device=device)
+    torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MIN)
+    return int(shared.item())
 
 
 def _from_rank0(value):
