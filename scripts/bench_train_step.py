@@ -171,7 +171,7 @@ def main() -> None:
     for setup in setups:
         try:
             result = measure(base_model, setup, args.tokens, args.steps, args.warmup, device)
-        except Exception as error:  # one failing setup (a kernel this torch lacks) must not cost the others
+        except Exception as error:  # noqa: BLE001 - one failing setup (a kernel this torch lacks) must not cost the others
             result = {**asdict(setup), "error": f"{type(error).__name__}: {error}"[:500]}
         print(json.dumps(result) if args.json else result, flush=True)
 

@@ -9,7 +9,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize("kv_heads", [3, 9])
 def test_varlen_flash_matches_the_masked_sdpa_reference(kv_heads):
-    from eager.llm.attention import segment_bounds, varlen_attention_forward, varlen_reference
+    from eager.llm.attention import (
+        segment_bounds,
+        varlen_attention_forward,
+        varlen_reference,
+    )
 
     torch.manual_seed(0)
     rows, length, heads, dim = 3, 256, 9, 64
