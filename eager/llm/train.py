@@ -346,18 +346,17 @@ def train_stage(
         sync()
         finished = time.monotonic()
         seconds = finished - started
-        if device.type == "cuda":
-            steady = {"peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)}
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            steady = {}
+        speed = {}  # the epoch's rate past start-up, and its peak GPU memory
         if steady_from is not None and count > StepBudget.CALIBRATE_AFTER:
-            steady = {"tokens_per_s_steady": round((tokens - steady_from[1]) / max(finished - steady_from[0], 1e-9))}
+            speed["tokens_per_s_steady"] = round((tokens - steady_from[1]) / max(finished - steady_from[0], 1e-9))
+        if device.type == "cuda":
+            speed["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
+            torch.cuda.reset_peak_memory_stats(device)
         # Every process validates a share of the users and gets the score of all, so all keep the same best.
         metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch,
                                           world, rank, recipe.prompt_style)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
-                  "tokens_per_s": round(tokens / max(seconds, 1e-9)), **steady, "tokens": tokens,
+                  "tokens_per_s": round(tokens / max(seconds, 1e-9)), **speed, "tokens": tokens,
                   "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
                   **{f"valid_{k}": v for k, v in metrics.items()}}
