@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from eager.llm.attention import TrainingAttention
-from eager.llm.backbone import load_backbone, resolve_backbone_source
+from eager.llm.backbone import load_backbone, pretrained_args
 from eager.llm.batching import IGNORE, Batch, segments
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import LoraSettings
@@ -79,9 +79,8 @@ def load_model(base: str | None, random_weights: bool):
         return load_backbone(base)[0]
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    path = resolve_backbone_source(base)
-    kwargs = {"gguf_file": path.name} if path.is_file() else {}
-    config = AutoConfig.from_pretrained(str(path.parent if path.is_file() else path), local_files_only=True, **kwargs)
+    folder, kwargs = pretrained_args(base)
+    config = AutoConfig.from_pretrained(folder, **kwargs)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config)
 

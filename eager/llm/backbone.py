@@ -42,16 +42,19 @@ def resolve_backbone_source(source: str | Path | None = None) -> Path:
     return path
 
 
+def pretrained_args(source: str | Path | None = None) -> tuple[str, dict]:
+    """(folder, kwargs) for any transformers ``from_pretrained``: a GGUF file is its folder + ``gguf_file``."""
+    path = resolve_backbone_source(source)
+    if path.is_file():
+        return str(path.parent), {"gguf_file": path.name, "local_files_only": True}
+    return str(path), {"local_files_only": True}
+
+
 def load_backbone(source: str | Path | None = None, dtype: torch.dtype = torch.float32):
     """(model, tokenizer) from a GGUF file (dequantised by transformers) or a HF folder, offline."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_backbone_source(source)
-    if path.is_file():
-        kwargs = {"gguf_file": path.name}
-        folder = str(path.parent)
-    else:
-        kwargs, folder = {}, str(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, **kwargs)
+    folder, kwargs = pretrained_args(source)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **kwargs)
     return model, tokenizer

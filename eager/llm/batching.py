@@ -60,16 +60,16 @@ class Batch:
         return self.summary_row if self.summary_row is not None else torch.arange(len(self.summary_index),
                                                                                    device=self.summary_index.device)
 
-    def pin_memory(self) -> Batch:
-        """Page-locked copies (what a DataLoader with pin_memory calls), so the copy to the GPU runs async."""
-        return Batch(**{f.name: v.pin_memory() if isinstance(v := getattr(self, f.name), torch.Tensor) else v
+    def _map_tensors(self, fn) -> Batch:
+        return Batch(**{f.name: fn(v) if isinstance(v := getattr(self, f.name), torch.Tensor) else v
                         for f in fields(self)})
 
-    def to(self, device, non_blocking: bool = False) -> Batch:
-        def move(value):
-            return value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (what a DataLoader with pin_memory calls), so the copy to the GPU runs async."""
+        return self._map_tensors(torch.Tensor.pin_memory)
 
-        return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
+    def to(self, device, non_blocking: bool = False) -> Batch:
+        return self._map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
 
     @property
     def tokens(self) -> int:
