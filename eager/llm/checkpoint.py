@@ -21,7 +21,7 @@ from eager.llm.backbone import load_backbone
 from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie
 from eager.llm.recipes import LoraSettings
-from eager.llm.setup import first_code_row, load_lora_and_merge, prepare_backbone
+from eager.llm.setup import first_code_row, merge_stage, prepare_backbone
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
 CONFIG_FILE = "config.json"
@@ -114,10 +114,7 @@ def rebuild_merged(directory: str | Path, base: str | Path | None = None, config
     for stage in config["stages"]:
         tensors = load_file(str(directory / f"{stage['name']}.safetensors"))
         rows = tensors.pop(ROWS_KEY, None)
-        model = load_lora_and_merge(model, LoraSettings(**stage["lora"]), {k: v.float() for k, v in tensors.items()})
-        if rows is not None:
-            with torch.no_grad():
-                model.get_input_embeddings().weight[first_row:] = rows.float()
+        model = merge_stage(model, first_row, LoraSettings(**stage["lora"]), tensors, rows)
     return model, tokenizer, index, vocab, config
 
 

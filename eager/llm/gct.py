@@ -27,9 +27,13 @@ class GCTConfig:
 class DecompressionProjectors(nn.Module):
     """Two linear maps from the LLM's hidden size to each frozen embedding table's space."""
 
-    def __init__(self, hidden: int, tables: dict[str, np.ndarray | torch.Tensor]):
+    def __init__(self, hidden: int, tables: dict[str, np.ndarray | torch.Tensor], seed: int = 0):
         super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(hidden, t.shape[1]) for name, t in tables.items()})
+        # A seeded start: runs repeat, and every process of a distributed run starts from the same
+        # heads (FSDP shards each process's own copy; nothing broadcasts them as DDP does).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.heads = nn.ModuleDict({name: nn.Linear(hidden, t.shape[1]) for name, t in tables.items()})
         for name, table in tables.items():
             table = F.normalize(torch.as_tensor(np.asarray(table), dtype=torch.float32), dim=-1)
             self.register_buffer(f"table_{name}", table, persistent=False)

@@ -36,7 +36,7 @@ from eager.llm.checkpoint import (
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.recipes import TrainRecipe, Variant, with_gct
-from eager.llm.setup import prepare_backbone
+from eager.llm.setup import first_code_row, merge_stage, prepare_backbone
 from eager.llm.tasks import build_samples
 from eager.llm.train import gct_tables, make_logger, train_stage
 from eager.utils import artifacts_root
@@ -59,6 +59,13 @@ def embedding_tables(data: InteractionData, artifacts, encoder: str = "minilm", 
         "semantic": semantic_embeddings(data, encoder, semantic_cache_dir(root, data, encoder), progress=progress),
         "behaviour": load_behaviour(data, behaviour_dir(root, data)),
     }
+
+
+def rebuilt_after_stage(base, index: ItemIndex, settings, lora: dict, rows):
+    """The backbone from ``base`` with a stage's (gathered) LoRA merged and its code rows set."""
+    model, tokenizer = load_backbone(base)
+    vocab = prepare_backbone(model, tokenizer, index, "mean", None)  # the rows are overwritten next
+    return merge_stage(model, first_code_row(model, vocab), settings, lora, rows)
 
 
 def train_variant(
@@ -100,7 +107,8 @@ def train_variant(
     projectors = None
     if variant.use_gct:
         tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
-        projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables))
+        projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables),
+                                             seed=recipe.seed)
 
     stages = []
     samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users,
@@ -111,7 +119,10 @@ def train_variant(
     main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     stage_files = {"stage1": (lora1, None if variant.use_aat else rows1)}
     stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
-    model = model.merge_and_unload()
+    if info1.get("sharded"):  # FSDP shards cannot be merged in place: stage 2 starts from base + stage 1
+        model = rebuilt_after_stage(base, index, recipe.stage1.lora, lora1, rows1)
+    else:
+        model = model.merge_and_unload()
     if variant.use_aat:
         samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users,
                                  recipe.prompt_style)

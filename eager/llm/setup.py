@@ -35,17 +35,11 @@ def attach_lora(model, settings: LoraSettings):
     return get_peft_model(model, config)
 
 
-def train_only_code_rows(model, first_row: int) -> torch.nn.Parameter:
-    """Make the (tied) embedding trainable but let gradients reach only the code-token rows."""
+def train_only_code_rows(model) -> torch.nn.Parameter:
+    """Make the (tied) embedding trainable; the trainer masks the base rows' gradients
+    (:class:`eager.llm.sharding.CodeRowGradients`), so only the code-token rows move."""
     weight = model.get_input_embeddings().weight
     weight.requires_grad_(True)
-
-    def keep_new_rows(grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone()
-        grad[:first_row] = 0
-        return grad
-
-    weight.register_hook(keep_new_rows)
     return weight
 
 
@@ -53,7 +47,10 @@ def lora_state(model) -> dict[str, torch.Tensor]:
     """The LoRA A/B matrices of a peft model, with peft's own key names."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items() if "lora_" in k}
+    from eager.llm.sharding import full_state
+
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    return full_state({k: v for k, v in state.items() if "lora_" in k})  # whole tensors, also under FSDP
 
 
 def load_lora_and_merge(model, settings: LoraSettings, state: dict[str, torch.Tensor]):
@@ -66,3 +63,13 @@ def load_lora_and_merge(model, settings: LoraSettings, state: dict[str, torch.Te
     if missing:
         raise RuntimeError(f"checkpoint lacks LoRA weights such as {missing[0]}")
     return peft_model.merge_and_unload()
+
+
+def merge_stage(model, first_row: int, settings: LoraSettings, lora: dict[str, torch.Tensor],
+                rows: torch.Tensor | None):
+    """Fold one trained stage into ``model``: its LoRA merged into the base weights, its code rows set."""
+    model = load_lora_and_merge(model, settings, {k: v.float() for k, v in lora.items()})
+    if rows is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[first_row:] = rows.float().to(model.device)
+    return model

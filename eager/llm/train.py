@@ -46,6 +46,13 @@ from eager.llm.setup import (
     lora_state,
     train_only_code_rows,
 )
+from eager.llm.sharding import (
+    CodeRowGradients,
+    full_state,
+    inference_weights,
+    is_sharded,
+    lockstep_rounds,
+)
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE, Sample
 from eager.utils import seed_everything
 
@@ -168,17 +175,24 @@ def make_accelerator(recipe: TrainRecipe):
 
 
 def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                     prompt_style: str = DEFAULT_PROMPT_STYLE) -> list[int | None]:
-    """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10)."""
+                     prompt_style: str = DEFAULT_PROMPT_STYLE, rounds: int | None = None,
+                     filler=None) -> list[int | None]:
+    """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10).
+
+    ``rounds``: run exactly this many search batches, padding with ``filler`` cases whose ranks are
+    dropped (sharded models: every forward is a collective, so every process runs the same ones).
+    """
     from eager.serve.engine import BeamSearchEngine
 
     model.eval()
     engine = BeamSearchEngine(model, tokenizer, index, trie.vocab, trie, prompt_style)
     keys = data.item_keys
     ranks = []
-    for start in range(0, len(cases), batch_size):
+    starts = range(0, len(cases), batch_size) if rounds is None else [i * batch_size for i in range(rounds)]
+    for start in starts:
         chunk = cases[start : start + batch_size]
-        recs = engine.search([[keys[i] for i in c.history] for c in chunk], k=min(10, beams), beams=beams).recommendations
+        search = chunk or [filler]  # a padding round searches one throw-away case
+        recs = engine.search([[keys[i] for i in c.history] for c in search], k=min(10, beams), beams=beams).recommendations
         ranks += [target_rank([r.key for r in rec], keys[c.target]) for rec, c in zip(recs, chunk)]
     return ranks
 
@@ -191,14 +205,18 @@ def validation_score(model, tokenizer, index, trie, data, cases, beams: int, bat
 
 
 def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                            world: int, rank: int, prompt_style: str = DEFAULT_PROMPT_STYLE) -> dict[str, float]:
+                            world: int, rank: int, prompt_style: str = DEFAULT_PROMPT_STYLE,
+                            sharded: bool = False) -> dict[str, float]:
     """:func:`validation_score` with the cases split across the processes of a data-parallel run.
 
-    Each process searches its own stride with its own (identical, all-reduced) copy of the model,
-    outside the DDP wrapper, so no collective runs inside the search; the ranks are then gathered,
-    and every process gets the score of all the cases.
+    Each process searches its own stride; the ranks are then gathered, and every process gets the
+    score of all the cases. Under DDP each searches with its own (identical, all-reduced) copy of the
+    model, outside the wrapper, so no collective runs inside the search. Under FSDP every forward
+    gathers weights from all processes, so all run the same number of search batches (``sharded``).
     """
-    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size, prompt_style)
+    rounds = lockstep_rounds(len(cases), world, batch_size) if sharded else None
+    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size, prompt_style,
+                             rounds=rounds, filler=cases[0] if cases else None)
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -235,9 +253,10 @@ def train_stage(
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 validation matmuls (training runs in bf16 autocast)
     if stage.full_finetune:
         raise NotImplementedError("full fine-tuning is the paper's 7B recipe; our checkpoints are LoRA + code rows")
+    sharded = is_sharded(accelerator)
     first_row = first_code_row(model, trie.vocab)
     model = attach_lora(model, stage.lora)
-    rows = train_only_code_rows(model, first_row)
+    rows = train_only_code_rows(model)
     model.to(device)
     if projectors is not None:
         projectors.to(device)
@@ -285,7 +304,7 @@ def train_stage(
 
     state_file = work_dir / f"{stage_name}_state.pt"
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
-    best_lora, best_rows = None, None
+    best_lora, best_rows, sharded_optimizer = None, None, None
     if state_file.exists():  # resume
         saved = torch.load(state_file, weights_only=False)
         from peft import set_peft_model_state_dict
@@ -293,7 +312,10 @@ def train_stage(
         set_peft_model_state_dict(model, saved["lora"])
         with torch.no_grad():
             rows[first_row:] = saved["rows"].to(rows.device)
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:  # a sharded optimizer takes its (whole) state once its parameters are sharded
+            sharded_optimizer = saved["optimizer"]
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if projectors is not None and saved.get("projectors"):
             projectors.load_state_dict(saved["projectors"])
@@ -301,10 +323,17 @@ def train_stage(
         budget.total = saved.get("total", budget.total)
         best_lora, best_rows = saved["best_lora"], saved["best_rows"]
         generator.set_state(saved["generator"])
+        if len(saved.get("rng", [])) == world:  # each process's dropout stream goes on where it stopped
+            _set_rng_state(saved["rng"][rank], device)
         if accelerator.is_main_process:
             log({"stage": stage_name, "resumed_at_epoch": start_epoch})
 
     module, optimizer = accelerator.prepare(LossModule(model, projectors), optimizer)
+    # After prepare: FSDP replaces the parameters (the optimizer's groups are switched to the new ones).
+    code_rows = CodeRowGradients(model, first_row)
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
+    if sharded_optimizer is not None:
+        _load_sharded_optimizer(module, optimizer, sharded_optimizer)
     run_started, run_steps = time.monotonic(), 0
     for epoch in range(start_epoch, epochs):
         if step >= budget.total:
@@ -331,7 +360,8 @@ def train_stage(
                 losses = module(batch, gct, generator)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(losses["loss"])
-                accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+                code_rows.mask_base_rows()
+                accelerator.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
                 scheduler.step()
                 step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
@@ -353,36 +383,79 @@ def train_stage(
             speed["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
             torch.cuda.reset_peak_memory_stats(device)
         # Every process validates a share of the users and gets the score of all, so all keep the same best.
-        metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams, eval_batch,
-                                          world, rank, recipe.prompt_style)
+        with inference_weights(module, sharded):
+            metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams,
+                                              eval_batch, world, rank, recipe.prompt_style, sharded)
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), **speed, "tokens": tokens,
                   "planned_steps": budget.total,
                   **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
                   **{f"valid_{k}": v for k, v in metrics.items()}}
+        # Whole tensors, gathered by every process alike (collectives under FSDP), written by one.
+        lora_now, rows_now = lora_state(model), code_rows.code_rows(first_row)
+        projectors_now = full_state(projectors.state_dict()) if projectors is not None else None
+        optimizer_now = _sharded_optimizer_state(module, optimizer) if sharded else optimizer.state_dict()
+        rng_now = _rng_states(device, world)
         if metrics["ndcg@10"] > best["ndcg@10"]:
             best = {**metrics, "epoch": epoch + 1}
-            best_lora = lora_state(model)
-            best_rows = rows[first_row:].detach().cpu().clone()
+            best_lora, best_rows = lora_now, rows_now
             record["best"] = True
         history.append(record)
         if not accelerator.is_main_process:
             continue
         torch.save({
-            "lora": lora_state(model), "rows": rows[first_row:].detach().cpu(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "projectors": projectors.state_dict() if projectors else None,
+            "lora": lora_now, "rows": rows_now, "optimizer": optimizer_now,
+            "scheduler": scheduler.state_dict(), "projectors": projectors_now,
             "epoch": epoch + 1, "step": step, "total": budget.total, "history": history, "best": best, "best_lora": best_lora,
-            "best_rows": best_rows, "generator": generator.get_state(),
+            "best_rows": best_rows, "generator": generator.get_state(), "rng": rng_now,
         }, state_file)
         log(record)  # after the state is on disk, so an interrupted run loses nothing logged
     accelerator.wait_for_everyone()
+    info = {"history": history, "best": best, "sharded": sharded}
+    if sharded:  # no in-place restore into shards: the caller rebuilds from base + the best weights
+        return model, best_lora, best_rows, info
 
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(model, best_lora)
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
-    return model, best_lora, best_rows, {"history": history, "best": best}
+    return model, best_lora, best_rows, info
+
+
+def _rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every process's global RNG (dropout draws from it; the shares differ in size, so the streams differ)."""
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if world == 1:
+        return [state]
+    from accelerate.utils import gather_object
+
+    return gather_object([state])
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _sharded_optimizer_state(module, optimizer) -> dict:
+    """The optimizer's state with whole tensors keyed by parameter name (torch's distributed checkpoint API)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _load_sharded_optimizer(module, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def _min_over_ranks(value: int, device: torch.device) -> int:
