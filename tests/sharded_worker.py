@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import eager.llm.train as train  # noqa: E402
-from tests.conftest import make_cyclic_data  # noqa: E402
-from tests.tiny import TEST_RECIPE, toy_embeddings, toy_index  # noqa: E402
-from eager.llm.pipeline import train_variant  # noqa: E402
-from eager.llm.recipes import get_variant  # noqa: E402
+from eager.llm import train
+from eager.llm.pipeline import train_variant
+from eager.llm.recipes import get_variant
+from tests.conftest import make_cyclic_data
+from tests.tiny import TEST_RECIPE, toy_embeddings, toy_index
 
 # Small enough for seconds, big enough for several steps and two epochs per stage on each process.
 SHARDED_TEST_RECIPE = replace(
@@ -64,7 +64,7 @@ def main(base_dir: str, out_dir: str, stop_after_epoch: str = "") -> None:
 
             return stopping
 
-        import eager.llm.pipeline as pipeline
+        from eager.llm import pipeline
 
         pipeline.make_logger = make_logger
     data = make_cyclic_data()

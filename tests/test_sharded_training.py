@@ -39,7 +39,7 @@ def _launch(engine: str, base_dir: Path, out: Path, *extra: str, check: bool = T
         command = [str(bin_dir / "accelerate"), "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", "2",
                    "--main_process_port", port]
     done = subprocess.run([*command, str(WORKER), str(base_dir), str(out), *extra], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     if check:
         assert done.returncode == 0, done.stderr[-4000:]
     return done
@@ -51,12 +51,15 @@ def _stage_tensors(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 def _assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys() == {"stage1", "stage2"}
-    for stage in a:
-        assert a[stage].keys() == b[stage].keys()
-        for key in a[stage]:
-            # bf16 in the files: one rounding step apart at most where fp32 sums were taken in another order.
-            torch.testing.assert_close(a[stage][key].float(), b[stage][key].float(), atol=1e-3, rtol=1e-2,
-                                       msg=f"{stage}/{key}")
+    for stage, tensors in a.items():
+        assert tensors.keys() == b[stage].keys()
+        for key, tensor in tensors.items():
+            # The files hold bf16: sums taken in another order flip a few roundings (measured: at most
+            # 4e-4 of a tensor's norm, FSDP against DDP). A resume that restarted rank 1's dropout
+            # stream from rank 0's drifted by 0.5% (median tensor) to 1.5%.
+            ours, theirs = tensor.float(), b[stage][key].float()
+            drift = ((ours - theirs).norm() / theirs.norm().clamp_min(1e-12)).item()
+            assert drift < 2e-3, f"{stage}/{key} differs by {drift:.2%} of its norm"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def ddp_run(base_dir, tmp_path_factory):
 
 
 def test_fsdp_trains_what_ddp_trains(base_dir, tmp_path, ddp_run):
-    """Stage 1 (4 tasks' worth of LM loss + GCT) and AAT, each two epochs with validation, exported."""
+    """Stage 1 (seqrec + item2index + GCT) and AAT, each two epochs with validation, exported."""
     _launch("fsdp", base_dir, tmp_path)
     ddp_history = json.loads((ddp_run / "rank0.json").read_text())["history"]
     fsdp_history = json.loads((tmp_path / "rank0.json").read_text())["history"]
@@ -84,17 +87,19 @@ def test_fsdp_trains_what_ddp_trains(base_dir, tmp_path, ddp_run):
     assert json.loads((tmp_path / "rank1.json").read_text())["world"] == 2
 
 
-def test_an_interrupted_fsdp_run_resumes_to_the_same_weights(base_dir, tmp_path, ddp_run):
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_an_interrupted_run_resumes_to_the_same_weights(base_dir, tmp_path, ddp_run, engine):
     """Killed after AAT's first epoch (its state on disk), relaunched: the same run as one that never stopped."""
-    stopped = _launch("fsdp", base_dir, tmp_path, "3", check=False)  # epochs logged: stage 1's two, AAT's first
+    stopped = _launch(engine, base_dir, tmp_path, "3", check=False)  # epochs logged: stage 1's two, AAT's first
     assert stopped.returncode != 0 and "stopped by the test" in stopped.stderr
     assert not (tmp_path / "checkpoint" / "stage2.safetensors").exists()
-    _launch("fsdp", base_dir, tmp_path)
+    _launch(engine, base_dir, tmp_path)
     log = [json.loads(line) for line in
            (tmp_path / "artifacts" / "cyclic" / "train" / "full-smoke" / "train_log.jsonl").read_text().splitlines()]
     assert {"stage": "stage2", "resumed_at_epoch": 1} in log
     # The exported AAT weights are from the epoch trained after the restart (else this proves nothing)...
     history = json.loads((tmp_path / "rank0.json").read_text())["history"]
     assert [r["epoch"] for r in history if r["stage"] == "stage2" and r.get("best")] == [1, 2]
-    # ...and the optimizer's moments came back whole into the shards: the weights match an unbroken run.
+    # ...and the optimizer's moments (whole, re-sharded under FSDP) and every process's dropout stream
+    # came back: the weights match an unbroken run.
     _assert_same_weights(_stage_tensors(tmp_path / "checkpoint"), _stage_tensors(ddp_run / "checkpoint"))
