@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from tests.conftest import REPO
@@ -103,3 +105,39 @@ def test_an_interrupted_run_resumes_to_the_same_weights(base_dir, tmp_path, ddp_
     # ...and the optimizer's moments (whole, re-sharded under FSDP) and every process's dropout stream
     # came back: the weights match an unbroken run.
     _assert_same_weights(_stage_tensors(tmp_path / "checkpoint"), _stage_tensors(ddp_run / "checkpoint"))
+
+
+@given(st.integers(0, 40), st.integers(1, 4), st.integers(1, 8))
+@settings(max_examples=60, deadline=None)
+def test_lockstep_rounds_cover_every_share(cases, world, batch_size):
+    from eager.llm.sharding import lockstep_rounds
+
+    rounds = lockstep_rounds(cases, world, batch_size)
+    shares = [len(range(cases)[rank::world]) for rank in range(world)]
+    assert rounds * batch_size >= max(shares)  # nobody's cases are left out
+    assert max(shares) == 0 or (rounds - 1) * batch_size < max(shares)  # and no process runs a round no one needs
+
+
+def test_padded_validation_rounds_search_but_score_only_real_cases(cyclic_data, base_dir, monkeypatch):
+    """A process with fewer cases runs the same number of searches (forwards are collectives under FSDP)."""
+    from eager.data.split import eval_cases
+    from eager.llm.code_tokens import add_code_tokens
+    from eager.llm.decode import CodeTrie
+    from eager.llm.train import validation_ranks
+    from eager.serve.engine import BeamSearchEngine
+    from tests.tiny import load_tiny, toy_index
+
+    model, tok = load_tiny(base_dir)
+    index = toy_index(cyclic_data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    cases = eval_cases(cyclic_data, "valid", 20)[:5]
+    searched = []
+    search = BeamSearchEngine.search
+    monkeypatch.setattr(BeamSearchEngine, "search", lambda self, histories, **kw: (
+        searched.append(len(histories)), search(self, histories, **kw))[1])
+    plain = validation_ranks(model, tok, index, trie, cyclic_data, cases, 10, 2)
+    assert searched == [2, 2, 1]
+    searched.clear()
+    padded = validation_ranks(model, tok, index, trie, cyclic_data, cases, 10, 2, rounds=5, filler=cases[0])
+    assert searched == [2, 2, 1, 1, 1]  # two throw-away rounds of one case
+    assert padded == plain
