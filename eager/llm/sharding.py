@@ -15,7 +15,7 @@ wrapped layer's weights. Four things follow, each handled here so the training l
 - the trained model cannot be merged in place; the pipeline rebuilds the backbone from the base
   and the stage's gathered weights instead.
 
-accelerate enables FSDP only on accelerator devices; the CPU test (``tests/fsdp_worker.py``) runs
+accelerate enables FSDP only on accelerator devices; the CPU test (``tests/sharded_worker.py``) runs
 this path on two gloo processes by switching accelerate's state to FSDP after it starts.
 """
 
