@@ -17,11 +17,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from eager.index.item_index import INDEX_FILE, ItemIndex
-from eager.llm.backbone import load_backbone
 from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie
 from eager.llm.recipes import LoraSettings
-from eager.llm.setup import first_code_row, merge_stage, prepare_backbone
+from eager.llm.setup import backbone_for_index, merge_stage
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
 CONFIG_FILE = "config.json"
@@ -105,12 +104,10 @@ def rebuild_merged(directory: str | Path, base: str | Path | None = None, config
     directory = Path(directory)
     config = config if config is not None else read_config(directory)
     index = ItemIndex.load(directory / INDEX_FILE)
-    model, tokenizer = load_backbone(base or config.get("backbone_override"))
-    vocab = prepare_backbone(model, tokenizer, index, "mean", None)
+    model, tokenizer, vocab, first_row = backbone_for_index(base or config.get("backbone_override"), index)
     if len(tokenizer) != config["vocab_size"]:
         raise CheckpointError(f"tokenizer has {len(tokenizer)} tokens after adding codes, checkpoint expects "
                               f"{config['vocab_size']}: was it trained on another backbone?")
-    first_row = first_code_row(model, vocab)
     for stage in config["stages"]:
         tensors = load_file(str(directory / f"{stage['name']}.safetensors"))
         rows = tensors.pop(ROWS_KEY, None)

@@ -36,7 +36,7 @@ from eager.llm.checkpoint import (
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.recipes import TrainRecipe, Variant, with_gct
-from eager.llm.setup import first_code_row, merge_stage, prepare_backbone
+from eager.llm.setup import backbone_for_index, merge_stage, prepare_backbone
 from eager.llm.tasks import build_samples
 from eager.llm.train import gct_tables, make_logger, train_stage
 from eager.utils import artifacts_root
@@ -63,9 +63,8 @@ def embedding_tables(data: InteractionData, artifacts, encoder: str = "minilm", 
 
 def rebuilt_after_stage(base, index: ItemIndex, settings, lora: dict, rows):
     """The backbone from ``base`` with a stage's (gathered) LoRA merged and its code rows set."""
-    model, tokenizer = load_backbone(base)
-    vocab = prepare_backbone(model, tokenizer, index, "mean", None)  # the rows are overwritten next
-    return merge_stage(model, first_code_row(model, vocab), settings, lora, rows)
+    model, _, _, first_row = backbone_for_index(base, index)
+    return merge_stage(model, first_row, settings, lora, rows)
 
 
 def train_variant(

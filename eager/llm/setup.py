@@ -27,6 +27,16 @@ def prepare_backbone(model, tokenizer, index: ItemIndex, token_init: str, data: 
     return vocab
 
 
+def backbone_for_index(base, index: ItemIndex):
+    """(model, tokenizer, vocab, first code row): the backbone with the index's code tokens added, rows
+    at the mean (for a trained stage's rows to be written over)."""
+    from eager.llm.backbone import load_backbone
+
+    model, tokenizer = load_backbone(base)
+    vocab = prepare_backbone(model, tokenizer, index, "mean", None)
+    return model, tokenizer, vocab, first_code_row(model, vocab)
+
+
 def attach_lora(model, settings: LoraSettings):
     config = LoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
