@@ -1,6 +1,7 @@
 """The training stack on a tiny random Llama with the real tokenizer and a 50-item catalogue."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -204,6 +205,12 @@ def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir
                     crash_after_first_epoch, progress=False)
     model2, tok2 = _tiny(base_dir)
     trie2 = CodeTrie(index, add_code_tokens(model2, tok2, index, "mean", cyclic_data))
+    # Other settings must not splice into the saved run: a clear refusal naming what differs, the state kept.
+    refused = []
+    with pytest.raises(ValueError, match=re.escape(f"settings (stage.lr: {stage.lr!r} → 0.001). Rerun")):
+        train_stage("stage2", model2, tok2, index, trie2, cyclic_data, samples, replace(stage, lr=1e-3), recipe, None,
+                    tmp_path, refused.append, progress=False)
+    assert not refused and (tmp_path / "stage2_state.pt").exists()
     records = []
     _, _, _, info = train_stage("stage2", model2, tok2, index, trie2, cyclic_data, samples, stage, recipe, None,
                                 tmp_path, records.append, progress=False)

@@ -193,3 +193,28 @@ def test_varlen_attention_trains_like_sdpa(cyclic_data, base_dir, tmp_path, monk
     assert plain["valid_ndcg@10"] == fast["valid_ndcg@10"]
     for key, value in plain_lora.items():
         assert torch.allclose(value, fast_lora[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):
+    from types import SimpleNamespace
+
+    from eager.llm.resume import check_resumable, run_settings
+
+    config = SimpleNamespace(hidden_size=64, num_hidden_layers=2)
+    recipe = get_recipe("cpu-compact")
+
+    def settings_of(r):
+        return run_settings("stage1", r.stage1, r, "scientific", 1000, 49_400, config)
+
+    saved = settings_of(recipe)
+    # A search trial's name and a fresh clock budget are free: the step count is the saved one.
+    same = replace(recipe, name="cpu-compact+trial", stage1=replace(recipe.stage1, max_minutes=5))
+    check_resumable(saved, settings_of(same), tmp_path / "stage1_state.pt")
+    changed = replace(recipe, stage1=replace(recipe.stage1, tasks=("seqrec", "item2index")), token_init="text")
+    with pytest.raises(ValueError) as refused:
+        check_resumable(saved, settings_of(changed), tmp_path / "stage1_state.pt")
+    message = str(refused.value)
+    assert "stage1.tasks: ['seqrec'] → ['seqrec', 'item2index']" in message and "token_init: 'mean' → 'text'" in message
+    assert "stage.tasks" in message  # the stage being trained is named as such too
+    with pytest.raises(ValueError, match="did not record its settings"):
+        check_resumable(None, saved, tmp_path / "stage1_state.pt")

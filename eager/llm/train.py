@@ -3,7 +3,8 @@
 One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the code-token rows and
 the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU; the
 epoch kept is the one with the best validation NDCG@10 on a fixed subset of validation users;
-the state is written after every epoch so an interrupted run resumes where it stopped.
+the state is written after every epoch so an interrupted run resumes where it stopped (a run
+with other settings refuses it: eager.llm.resume).
 
 On CUDA, batches are tokenised and packed by DataLoader workers while the GPU trains, and the
 per-step losses stay on the device (no host sync per step). A stage with ``max_minutes`` fits its
@@ -40,6 +41,7 @@ from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import StageConfig, TrainRecipe
+from eager.llm.resume import check_resumable, run_settings
 from eager.llm.setup import (
     attach_lora,
     first_code_row,
@@ -303,10 +305,12 @@ def train_stage(
     attention = TrainingAttention(model, recipe.attention)
 
     state_file = work_dir / f"{stage_name}_state.pt"
+    settings = run_settings(stage_name, stage, recipe, data.name, len(samples), len(tokenizer), model.config)
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
     best_lora, best_rows, sharded_optimizer = None, None, None
     if state_file.exists():  # resume
         saved = torch.load(state_file, weights_only=False)
+        check_resumable(saved.get("settings"), settings, state_file)
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, saved["lora"])
@@ -407,7 +411,7 @@ def train_stage(
             "lora": lora_now, "rows": rows_now, "optimizer": optimizer_now,
             "scheduler": scheduler.state_dict(), "projectors": projectors_now,
             "epoch": epoch + 1, "step": step, "total": budget.total, "history": history, "best": best, "best_lora": best_lora,
-            "best_rows": best_rows, "generator": generator.get_state(), "rng": rng_now,
+            "best_rows": best_rows, "generator": generator.get_state(), "rng": rng_now, "settings": settings,
         }, state_file)
         log(record)  # after the state is on disk, so an interrupted run loses nothing logged
     accelerator.wait_for_everyone()

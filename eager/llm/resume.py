@@ -1,0 +1,54 @@
+"""Which saved training state a run may resume: only one saved by a run with the same settings.
+
+A state file holds the weights, optimizer and schedule of a run at an epoch boundary. Resuming it
+under other settings (another learning rate, step cap, task mix, dataset subset or backbone) would
+silently splice two runs into one checkpoint whose config describes neither. So every state
+records the settings that shape the trajectory, and a run with different ones refuses to start,
+naming what differs, and leaves the file where it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from eager.llm.recipes import StageConfig, TrainRecipe
+
+# Settings a resumed run may change: the recipe's name (search trials rename it), and the wall-clock
+# budgets (a resumed run gets a fresh clock by design; its step count is the one saved).
+_FREE = {"name", "stage1.max_minutes", "stage2.max_minutes", "stage.max_minutes"}
+
+
+def run_settings(stage_name: str, stage: StageConfig, recipe: TrainRecipe, dataset: str, samples: int,
+                 vocab_size: int, model_config: Any) -> dict:
+    """What a state file must match to be resumed (plain values, so it survives torch.save)."""
+    settings = {
+        "stage_name": stage_name, "stage": asdict(stage), **asdict(recipe), "dataset": dataset, "samples": samples,
+        "vocab_size": vocab_size, "hidden_size": model_config.hidden_size, "layers": model_config.num_hidden_layers,
+    }
+    return {path: value for path, value in _flatten(settings) if path not in _FREE}
+
+
+def check_resumable(saved: dict | None, now: dict, state_file: Path) -> None:
+    """Raise a ValueError that names every differing setting (the file is left as it is)."""
+    if saved == now:
+        return
+    if saved is None:
+        problem = "was written by a version of eager that did not record its settings"
+    else:
+        changed = [f"{p}: {saved.get(p, '(absent)')!r} → {now.get(p, '(absent)')!r}"
+                   for p in sorted(set(saved) | set(now)) if saved.get(p) != now.get(p)]
+        problem = "was saved by a run with other settings (" + "; ".join(changed) + ")"
+    raise ValueError(
+        f"{state_file} {problem}. Rerun with the same settings to resume it, or move it away "
+        "to start this run from scratch."
+    )
+
+
+def _flatten(value: Any, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], list(value) if isinstance(value, tuple) else value
