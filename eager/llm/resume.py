@@ -15,19 +15,21 @@ from typing import Any
 
 from eager.llm.recipes import StageConfig, TrainRecipe
 
-# Settings a resumed run may change: the recipe's name (search trials rename it), and the wall-clock
-# budgets (a resumed run gets a fresh clock by design; its step count is the one saved).
-_FREE = {"name", "stage1.max_minutes", "stage2.max_minutes", "stage.max_minutes"}
+
+def _free(path: str) -> bool:
+    """Settings a resumed run may change: the recipe's name (search trials rename it), and any stage's
+    wall-clock budget (a resumed run gets a fresh clock by design; its step count is the one saved)."""
+    return path == "name" or path.endswith(".max_minutes")
 
 
 def run_settings(stage_name: str, stage: StageConfig, recipe: TrainRecipe, dataset: str, samples: int,
                  vocab_size: int, model_config: Any) -> dict:
-    """What a state file must match to be resumed (plain values, so it survives torch.save)."""
+    """What a state file must match to be resumed, by dotted path (tuples as lists, as config.json shows them)."""
     settings = {
         "stage_name": stage_name, "stage": asdict(stage), **asdict(recipe), "dataset": dataset, "samples": samples,
         "vocab_size": vocab_size, "hidden_size": model_config.hidden_size, "layers": model_config.num_hidden_layers,
     }
-    return {path: value for path, value in _flatten(settings) if path not in _FREE}
+    return {path: value for path, value in _flatten(settings) if not _free(path)}
 
 
 def check_resumable(saved: dict | None, now: dict, state_file: Path) -> None:
