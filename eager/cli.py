@@ -32,6 +32,9 @@ def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help
                         "paper (reference), smoke, cpu or cpu-compact (a CPU run of ~1.5 h)")
     parser.add_argument("--eval-users", type=int, help="validation users for model selection")
     parser.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
+    parser.add_argument("--restart", action="store_true",
+                        help="start from scratch even if an interrupted run left a state to resume "
+                        "(the state is kept, renamed *.set-aside-<time>.pt)")
     parser.add_argument("--json", action="store_true")
     _add_data_root(parser)
     _add_artifacts(parser)
@@ -143,7 +146,8 @@ def cmd_train(args) -> None:
             raise SystemExit(f"--attention: {error}") from None
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
-    result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json)
+    result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json,
+                           restart=args.restart)
     if "rank" in result:  # a non-main process of a data-parallel run: the main one reports
         return
     _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
@@ -166,7 +170,7 @@ def cmd_search(args) -> None:
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else artifacts_root(args.artifacts) / data.name / "search" / f"{variant.name}-{recipe.name}"
     results = run_search(data, variant, recipe, trials, out, args.artifacts, args.base, args.max_steps,
-                         progress=not args.json)
+                         progress=not args.json, restart=args.restart)
     _print({"out": str(out), "trials": results}, args.json)
 
 

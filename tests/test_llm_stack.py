@@ -218,6 +218,20 @@ def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir
     assert [h["epoch"] for h in info["history"]] == [1, 2]
     assert info["history"][1]["step"] == 2 * info["history"][0]["step"]
 
+    # --restart: the other settings train from scratch, and the state they would have clashed with is kept.
+    before = (tmp_path / "stage2_state.pt").read_bytes()
+    model3, tok3 = _tiny(base_dir)
+    trie3 = CodeTrie(index, add_code_tokens(model3, tok3, index, "mean", cyclic_data))
+    restarted = []
+    _, _, _, info3 = train_stage("stage2", model3, tok3, index, trie3, cyclic_data, samples, replace(stage, lr=1e-3),
+                                 recipe, None, tmp_path, restarted.append, progress=False, restart=True)
+    kept = sorted(tmp_path.glob("stage2_state.set-aside-*.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == before
+    assert restarted[0] == {"stage": "stage2", "set_aside": str(kept[0])}
+    assert not any("resumed_at_epoch" in r for r in restarted)
+    assert [h["epoch"] for h in info3["history"]] == [1, 2]
+    assert torch.load(tmp_path / "stage2_state.pt", weights_only=False)["settings"]["stage.lr"] == 1e-3
+
 
 @pytest.mark.parametrize("batch_tokens", [None, 300])
 def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path, batch_tokens):

@@ -80,8 +80,12 @@ def train_variant(
     tokenizer=None,
     index: ItemIndex | None = None,
     tables: dict[str, np.ndarray] | None = None,
+    restart: bool = False,
 ) -> dict:
-    """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests)."""
+    """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests).
+
+    An interrupted run with the same settings resumes from its last epoch; ``restart`` sets its saved
+    states aside (kept, renamed) and trains from scratch."""
     if recipe.stage1.full_finetune or recipe.stage2.full_finetune:
         raise NotImplementedError(
             f"recipe {recipe.name!r} fully fine-tunes the backbone (the paper's 7B setting); that cannot be "
@@ -113,7 +117,7 @@ def train_variant(
     samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users,
                             recipe.prompt_style)
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
-                                             recipe, projectors, work, log, progress)
+                                             recipe, projectors, work, log, progress, restart)
     # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
     main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     stage_files = {"stage1": (lora1, None if variant.use_aat else rows1)}
@@ -126,7 +130,7 @@ def train_variant(
         samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users,
                                  recipe.prompt_style)
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
-                                                 recipe.stage2, recipe, None, work, log, progress)
+                                                 recipe.stage2, recipe, None, work, log, progress, restart)
         stage_files["stage2"] = (lora2, rows2)
         stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
     if not main_process:  # under torchrun every process trained; one writes the checkpoint

@@ -4,12 +4,14 @@ A state file holds the weights, optimizer and schedule of a run at an epoch boun
 under other settings (another learning rate, step cap, task mix, dataset subset or backbone) would
 silently splice two runs into one checkpoint whose config describes neither. So every state
 records the settings that shape the trajectory, and a run with different ones refuses to start,
-naming what differs, and leaves the file where it is.
+naming what differs, and leaves the file where it is; ``--restart`` sets it aside (renamed, never
+deleted) and starts afresh.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,18 @@ def check_resumable(saved: dict | None, now: dict, state_file: Path) -> None:
                    for p in sorted(set(saved) | set(now)) if saved.get(p) != now.get(p)]
         problem = "was saved by a run with other settings (" + "; ".join(changed) + ")"
     raise ValueError(
-        f"{state_file} {problem}. Rerun with the same settings to resume it, or move it away "
-        "to start this run from scratch."
+        f"{state_file} {problem}. Rerun with the same settings to resume it, or add --restart to set it "
+        "aside (it is kept, renamed) and start this run from scratch."
     )
+
+
+def set_aside(state_file: Path) -> Path:
+    """Move a state file out of the resume path without losing it: ``stage1_state.set-aside-<UTC>.pt``
+    (no longer ``*_state.pt``, so neither resumed nor cleaned up by a finished run)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    kept = state_file.with_name(f"{state_file.stem}.set-aside-{stamp}{state_file.suffix}")
+    state_file.rename(kept)
+    return kept
 
 
 def _flatten(value: Any, prefix: str = ""):

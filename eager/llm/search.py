@@ -123,6 +123,7 @@ def run_search(
     base: str | Path | None = None,
     max_steps: int | None = None,
     progress: bool = True,
+    restart: bool = False,
     load_model=None,
     index=None,
     tables=None,
@@ -161,7 +162,7 @@ def run_search(
         row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes}}
         try:
             run = train_variant(data, stage1_only, changed, out / trial.name, artifacts, base, progress=progress,
-                                model=model, tokenizer=tokenizer, index=index, tables=tables)
+                                model=model, tokenizer=tokenizer, index=index, tables=tables, restart=restart)
         except Exception as err:  # noqa: BLE001 - recorded, and the next trial runs
             row["error"] = f"{type(err).__name__}: {err}"
             traceback.print_exc()  # where it failed goes to the log; the table keeps the message

@@ -41,7 +41,7 @@ from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import StageConfig, TrainRecipe
-from eager.llm.resume import check_resumable, run_settings
+from eager.llm.resume import check_resumable, run_settings, set_aside
 from eager.llm.setup import (
     attach_lora,
     first_code_row,
@@ -246,8 +246,12 @@ def train_stage(
     work_dir: Path,
     log: Callable[[dict], None],
     progress: bool = True,
+    restart: bool = False,
 ):
-    """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history)."""
+    """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history).
+
+    A saved state of this stage in ``work_dir`` is resumed (if its settings match), or with ``restart``
+    set aside so the stage starts from scratch."""
     accelerator = make_accelerator(recipe)
     device = accelerator.device
     seed_everything(recipe.seed)
@@ -308,6 +312,10 @@ def train_stage(
     settings = run_settings(stage_name, stage, recipe, data.name, len(samples), len(tokenizer), model.config)
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
     best_lora, best_rows, sharded_optimizer = None, None, None
+    if restart and state_file.exists():
+        if accelerator.is_main_process:
+            log({"stage": stage_name, "set_aside": str(set_aside(state_file))})
+        accelerator.wait_for_everyone()  # no process may look for the state before it is gone
     if state_file.exists():  # resume
         saved = torch.load(state_file, weights_only=False)
         check_resumable(saved.get("settings"), settings, state_file)
