@@ -1,5 +1,6 @@
 """The demo: service functions, the Gradio app through gradio_client, and a real browser (Playwright)."""
 
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -191,6 +192,8 @@ def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path)
         search.fill("number 12")
         search.press("Enter")
         expect(page.get_by_text("matches")).to_be_visible(timeout=30_000)
+        # The dropdown takes its new value a render after the note shows: clicking sooner sends an empty pick.
+        expect(page.locator("#matches input").first).to_have_value(re.compile("number 12"), timeout=30_000)
         page.locator("#add").click()
         expect(page.locator("#history")).to_contain_text("I012", timeout=30_000)
         page.locator("#load-user").click()  # a random real user replaces the history
