@@ -236,3 +236,25 @@ def test_real_beauty_checkpoint_through_the_api(shared_data):
     # Every shipped variant carries its recorded test run over every user (the Compare tab's card).
     assert set(rows) == set(service.available_variants())
     assert all(r["test users"] == service.data.num_users and r["test recall@10"] > 0 for r in rows.values())
+
+
+REAL_SCIENTIFIC = REPO / "checkpoints" / "scientific"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_SCIENTIFIC / "wo_aat").exists(), reason="no CPU-trained Scientific checkpoint shipped")
+def test_real_scientific_checkpoint_serves_the_second_dataset(shared_data):
+    """The demo's other dataset: the stage-1 checkpoint trained on CPU, recommending real Scientific items."""
+    service = DemoService(DemoConfig(dataset="scientific", data_root=str(shared_data),
+                                     checkpoints=str(REPO / "checkpoints")))
+    assert service.available_variants() == ["wo_aat"]
+    case = service.user_case(seed=0)
+    outcome = service.recommend(case["history"], "wo_aat", k=10, held_out=case["held_out"])
+    catalogue = service.data.key_to_index()
+    assert len(outcome.items) == 10 and all(i.key in catalogue for i in outcome.items)
+    index = service.index()
+    assert len({i.key for i in outcome.items}) == 10 and all(i.code == index.text_of(i.key) for i in outcome.items)
+    (row,) = service.model_card()["rows"]
+    assert row["test users"] == service.data.num_users and row["test recall@10"] > 0
+    with pytest.raises(DemoError, match="full"):  # variants it does not ship are named, not a traceback
+        service.recommend(case["history"], "full", k=10)
