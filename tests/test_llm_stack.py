@@ -1,6 +1,7 @@
 """The training stack on a tiny random Llama with the real tokenizer and a 50-item catalogue."""
 
 import json
+import math
 import re
 from dataclasses import replace
 
@@ -20,6 +21,7 @@ from eager.llm.objective import compute_loss
 from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
 from eager.llm.recipes import get_variant
 from eager.llm.tasks import build_samples
+from eager.llm import train as train_module
 from eager.llm.train import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
@@ -99,6 +101,22 @@ def test_stage_trains_only_lora_and_code_rows(cyclic_data, base_dir, tmp_path):
         assert torch.equal(value, before[original]), f"{original} changed in stage 2"
         checked += 1
     assert checked == len(before) - 1  # every base weight but the (tied) embedding was compared
+
+
+def test_a_long_epoch_logs_its_progress_before_it_ends(cyclic_data, base_dir, tmp_path, monkeypatch):
+    """Without bars (--json) the run's log still shows steps and running losses during an epoch."""
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)  # a line after every step
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    samples = build_samples(cyclic_data, index, ("seqrec",))
+    records = []
+    train_stage("stage2", model, tok, index, trie, cyclic_data, samples, replace(TEST_RECIPE.stage2, max_steps=3),
+                TEST_RECIPE, None, tmp_path, records.append, progress=False)
+    during = [r for r in records if r.get("in_epoch")]
+    assert [r["step"] for r in during] == [1, 2, 3]
+    assert all(r["planned_steps"] == 3 and r["tokens_per_s"] > 0 and math.isfinite(r["loss_lm"]) for r in during)
+    assert "valid_ndcg@10" in records[-1] and not records[-1].get("in_epoch")  # the epoch's own record comes last
 
 
 def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):

@@ -59,6 +59,11 @@ from eager.llm.tasks import DEFAULT_PROMPT_STYLE, Sample
 from eager.utils import seed_everything
 
 
+# Without bars (``--json``, a batch job) a long epoch would be silent until it ends: the run's log gets
+# a line this often with the steps done and the running mean losses (one host sync per line).
+PROGRESS_EVERY_S = 60.0
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -359,6 +364,7 @@ def train_stage(
         if stage.batch_tokens and world > 1:  # token budgets cut each share into its own count: DDP needs one
             batches = batches[: _min_over_ranks(len(batches), device)]
         started, tokens, sums, count, steady_from = time.monotonic(), 0, {}, 0, None
+        next_report = started + PROGRESS_EVERY_S
         stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(
             workers, pin_memory=device.type == "cuda")
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
@@ -385,6 +391,12 @@ def train_stage(
                 budget.observe(step, run_steps, run_started, sync)
                 if count % 25 == 1:
                     bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
+                if accelerator.is_main_process and time.monotonic() >= next_report:
+                    elapsed = time.monotonic() - started
+                    log({"stage": stage_name, "epoch": epoch + 1, "step": step, "planned_steps": budget.total,
+                         "in_epoch": True, "seconds": round(elapsed, 1), "tokens_per_s": round(tokens / elapsed),
+                         **{f"loss_{k}": float(v) / count for k, v in sums.items()}})
+                    next_report = time.monotonic() + PROGRESS_EVERY_S
         sync()
         finished = time.monotonic()
         seconds = finished - started
