@@ -391,12 +391,12 @@ def train_stage(
                 budget.observe(step, run_steps, run_started, sync)
                 if count % 25 == 1:
                     bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
-                if accelerator.is_main_process and time.monotonic() >= next_report:
-                    elapsed = time.monotonic() - started
+                now = time.monotonic()
+                if accelerator.is_main_process and now >= next_report:
                     log({"stage": stage_name, "epoch": epoch + 1, "step": step, "planned_steps": budget.total,
-                         "in_epoch": True, "seconds": round(elapsed, 1), "tokens_per_s": round(tokens / elapsed),
-                         **{f"loss_{k}": float(v) / count for k, v in sums.items()}})
-                    next_report = time.monotonic() + PROGRESS_EVERY_S
+                         "in_epoch": True, "seconds": round(now - started, 1),
+                         "tokens_per_s": round(tokens / (now - started)), **_mean_losses(sums, count)})
+                    next_report = now + PROGRESS_EVERY_S
         sync()
         finished = time.monotonic()
         seconds = finished - started
@@ -413,7 +413,7 @@ def train_stage(
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), **speed, "tokens": tokens,
                   "planned_steps": budget.total,
-                  **{f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()},
+                  **_mean_losses(sums, count),
                   **{f"valid_{k}": v for k, v in metrics.items()}}
         # Whole tensors, gathered by every process alike (collectives under FSDP), written by one.
         lora_now, rows_now = lora_state(model), code_rows.code_rows(first_row)
@@ -445,6 +445,11 @@ def train_stage(
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
     return model, best_lora, best_rows, info
+
+
+def _mean_losses(sums: dict, count: int) -> dict[str, float]:
+    """Each loss summed over the epoch's steps so far (device tensors), as a mean per step."""
+    return {f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()}
 
 
 def _rng_states(device: torch.device, world: int) -> list[dict]:
