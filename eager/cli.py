@@ -224,6 +224,21 @@ def cmd_eval(args) -> None:
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
 
 
+def cmd_compare(args) -> None:
+    from eager.eval.compare import comparison_table, compare_evaluations, read_evaluation
+
+    names = args.names.split(",") if args.names else [None, None]
+    if len(names) != 2:
+        raise ValueError(f"--names takes two names, A,B (got {args.names!r})")
+    a, b = read_evaluation(args.a, names[0]), read_evaluation(args.b, names[1])
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if args.json else comparison_table(result))
+
+
 def cmd_bench(args) -> None:
     from eager.data import DataNotFoundError, load_dataset
     from eager.serve.bench import benchmark_histories, latency, machine, throughput
@@ -370,6 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     _add_data_root(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    compare = stages.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
+    compare.add_argument("a", help="evaluation A: a folder written by `eager eval` / `eager baseline` "
+                         "(predictions.jsonl + metrics.json) or a predictions.jsonl file")
+    compare.add_argument("b", help="evaluation B, of the same split and users")
+    compare.add_argument("--names", help="names for the table, A,B (default: the model each metrics.json names)")
+    compare.add_argument("--metrics", default="recall@5,recall@10,ndcg@5,ndcg@10")
+    compare.add_argument("--confidence", type=float, default=0.95)
+    compare.add_argument("--resamples", type=int, default=9999, help="bootstrap and permutation resamples")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--out", help="also write the comparison here as JSON")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_compare)
 
     bench = stages.add_parser("bench", help="serving speed: the engine against HF generate, same run")
     bench_cmds = bench.add_subparsers(dest="action", required=True)

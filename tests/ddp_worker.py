@@ -15,7 +15,7 @@ from tests.tiny import TEST_RECIPE, load_tiny as _tiny, toy_index as _index  # n
 from eager.llm.code_tokens import add_code_tokens  # noqa: E402
 from eager.llm.decode import CodeTrie  # noqa: E402
 from eager.llm.tasks import build_samples  # noqa: E402
-from eager.llm.train import selection_cases, train_stage, validation_score  # noqa: E402
+from eager.llm.train import selection_cases, train_stage, validation_ranks, validation_score  # noqa: E402
 
 
 def main(base_dir: str, out_dir: str, batch_tokens: str = "") -> None:
@@ -40,11 +40,14 @@ def main(base_dir: str, out_dir: str, batch_tokens: str = "") -> None:
     lora_b = [v for k, v in lora.items() if "lora_B" in k]
     # The trainer's score came from both processes' shares; this one is every case on this process alone.
     alone = validation_score(trained, tok, index, trie, data, selection_cases(data, recipe), recipe.eval_beams, 8)
+    alone_ranks = validation_ranks(trained, tok, index, trie, data, selection_cases(data, recipe), recipe.eval_beams, 8)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({
         "world": world, "digest": digest.hexdigest(), "steps": info["history"][-1]["step"],
         "lora_b_moved": bool(any(v.abs().sum() > 0 for v in lora_b)),
         "shared_valid": {k: info["history"][-1][f"valid_{k}"] for k in ("recall@10", "ndcg@10", "users")},
         "alone_valid": {**alone, "users": 7},
+        # The best epoch's ranks, gathered from both shares, back in the order of the users.
+        "shared_ranks": info["best"]["ranks"], "alone_ranks": alone_ranks,
     }))
 
 

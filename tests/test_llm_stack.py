@@ -283,6 +283,7 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path, batch_
         assert ranks[0]["steps"] == ranks[1]["steps"] > 64 // 2 // 8
     # Validation split across the two processes scores exactly what one process scores on every case.
     assert ranks[0]["shared_valid"] == ranks[1]["shared_valid"] == ranks[0]["alone_valid"]
+    assert ranks[0]["shared_ranks"] == ranks[1]["shared_ranks"] == ranks[0]["alone_ranks"]
 
 
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 16), st.integers(1, 6))

@@ -48,13 +48,14 @@ def test_trials_parse_by_name_or_spec_and_bad_ones_say_why():
 
 def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path):
     recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6)
-    trials = [Trial("base"), Trial("fast", (("stage1.lr", 5e-2),)), Trial("broken", (("token_init", "nonsense"),))]
+    trials = [Trial("base"), Trial("fast", (("stage1.lr", 5e-2),)), Trial("broken", (("token_init", "nonsense"),)),
+              Trial("fewer-users", (("eval_users", 6),))]
     results = run_search(cyclic_data, get_variant("full"), recipe, trials, tmp_path / "search",
                          tmp_path / "artifacts", base=str(base_dir), max_steps=3, progress=False,
                          load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
                          tables=toy_embeddings(cyclic_data))
     by_name = {r["trial"]: r for r in results}
-    assert set(by_name) == {"base", "fast", "broken"}
+    assert set(by_name) == {"base", "fast", "broken", "fewer-users"}
     assert "unknown token init" in by_name["broken"]["error"]  # recorded; the other trials still ran
     assert results[-1]["trial"] == "broken"  # ranked last
     scored = [r for r in results if "error" not in r]
@@ -84,6 +85,22 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
     assert record["popularity"]["users"] == len(cases) == by_name["base"]["valid_users"] == 8
     assert record["popularity"]["recall@10"] == pytest.approx(hits / len(cases))
     assert "*popularity, same 8 users*" in table
+    # Each trial's per-user ranks, and the paired comparison with the first trial that trained.
+    ranks = json.loads((tmp_path / "search" / "valid_ranks.json").read_text())
+    assert set(ranks) == {"base", "fast", "fewer-users"} and record["reference"] == "base"
+    assert list(ranks["base"]) == [cyclic_data.user_keys[c.user] for c in cases]
+    for name in ("base", "fast"):
+        hit = [r is not None and r <= 10 for r in ranks[name].values()]
+        assert sum(hit) / len(hit) == by_name[name]["valid_recall@10"]
+    assert by_name["base"]["vs_reference"] is None
+    paired = by_name["fast"]["vs_reference"]
+    assert paired["trial"] == "base" and paired["users"] == 8
+    for metric in ("recall@10", "ndcg@10"):
+        assert paired[metric]["difference"] == pytest.approx(by_name["fast"][f"valid_{metric}"]
+                                                             - by_name["base"][f"valid_{metric}"])
+        assert paired[metric]["ci_low"] <= paired[metric]["difference"] <= paired[metric]["ci_high"]
+    assert "not the same users" in by_name["fewer-users"]["vs_reference"]["error"]  # 6 users against 8
+    assert "| reference |" in table and "not paired: other users" in table
 
 
 def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):

@@ -20,6 +20,21 @@ def target_rank(ranked: Sequence, target) -> int | None:
     return None
 
 
+def user_metric(ranks: Sequence[int | None], metric: str) -> list[float]:
+    """Each user's own value of ``metric`` ("recall@10", "ndcg@5", ...): what a metric averages.
+
+    Paired comparisons (eager.eval.compare) need the per-user values, not only their mean.
+    """
+    name, _, cutoff = metric.partition("@")
+    if name not in ("recall", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
+        raise ValueError(f"unknown metric {metric!r}: use recall@K or ndcg@K with K ≥ 1, e.g. ndcg@10")
+    k = int(cutoff)
+    hit = [r is not None and r <= k for r in ranks]
+    if name == "recall":
+        return [1.0 if h else 0.0 for h in hit]
+    return [1.0 / math.log2(r + 1) if h else 0.0 for r, h in zip(ranks, hit)]
+
+
 def metrics_from_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Mean Recall@K and NDCG@K over users given each user's target rank (None = not ranked)."""
     n = len(ranks)
@@ -27,7 +42,6 @@ def metrics_from_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_
         raise ValueError("no users to evaluate")
     out: dict[str, float] = {}
     for k in ks:
-        hits = [r for r in ranks if r is not None and r <= k]
-        out[f"recall@{k}"] = len(hits) / n
-        out[f"ndcg@{k}"] = sum(1.0 / math.log2(r + 1) for r in hits) / n
+        for name in ("recall", "ndcg"):
+            out[f"{name}@{k}"] = sum(user_metric(ranks, f"{name}@{k}")) / n
     return out

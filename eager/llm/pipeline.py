@@ -146,14 +146,15 @@ def train_variant(
         "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-    last = stages[-1]["best"]
+    last = {k: v for k, v in stages[-1]["best"].items() if k != "ranks"}
     metrics = {"selection": {"split": "valid", **last},  # last holds the users it scored
                "history": [r for s in stages for r in s["history"]]}
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
     write_manifest(out)
     for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
         state.unlink()
-    return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"]}
+    return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
+            "selection_ranks": stages[-1]["best"].get("ranks")}  # per user, for paired comparisons (eager search)
 
 
 def evaluate_checkpoint(

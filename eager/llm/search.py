@@ -4,7 +4,10 @@ A trial trains the variant's stage 1 only (the levers of issue #4, learning rate
 code tokens start, how long to train, all show there), with the same step count for every trial
 unless the trial changes it, and is scored by the trainer's own validation (the recipe's
 ``eval_users``, 20 beams). Results go to ``search.json`` and a ``search.md`` table, best first;
-each trial's checkpoint, with its resolved recipe, sits beside them.
+each trial's checkpoint, with its resolved recipe, sits beside them. Every trial is also compared
+user by user with the first trial that trained (the reference, usually ``base``): on a few hundred
+validation users most lever effects are within noise, and the paired interval says which are not.
+Each trial's per-user ranks go to ``valid_ranks.json``.
 
     eager search --dataset beauty --recipe gpu-lease --trial base --trial lr-2e-3 --max-steps 150
 """
@@ -18,7 +21,11 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 from eager.data.dataset import InteractionData
+from eager.eval.compare import Evaluation, compare_evaluations
 from eager.llm.recipes import TrainRecipe, Variant
+
+# What a trial is compared with its reference on (the trainer validates at 10).
+PAIRED_METRICS = ("recall@10", "ndcg@10")
 
 
 @dataclass(frozen=True)
@@ -144,14 +151,16 @@ def run_search(
         tables = embedding_tables(data, artifacts, progress=progress)
     stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
+    evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
     floor = popularity_on_selection(data, recipe)
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
         record = {"dataset": data.name, "variant": variant.name, "base_recipe": recipe.name, "max_steps": max_steps,
-                  "popularity": floor, "trials": results}
+                  "popularity": floor, "reference": next(iter(evaluations), None), "trials": results}
         (out / "search.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         (out / "search.md").write_text(search_table(record) + "\n")
+        (out / "valid_ranks.json").write_text(json.dumps({name: e.ranks for name, e in evaluations.items()}) + "\n")
 
     for trial in trials:
         changed = apply_changes(recipe, trial.changes)
@@ -176,9 +185,36 @@ def run_search(
             "tokens_per_s": last["tokens_per_s"], "tokens_per_s_steady": last.get("tokens_per_s_steady"),
             "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
         })
+        if run.get("selection_ranks") is not None:
+            evaluations[trial.name] = selection_evaluation(data, changed, trial.name, run["selection_ranks"])
+            row["vs_reference"] = paired_with_reference(evaluations, trial.name)
         results.append(row)
         write()
     return results
+
+
+def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, ranks: list) -> Evaluation:
+    """A trial's validation as an evaluation of its selection users (ranks come in their order)."""
+    from eager.llm.train import selection_cases
+
+    cases = selection_cases(data, recipe)
+    users = [data.user_keys[c.user] for c in cases]
+    return Evaluation(name, {u: data.item_keys[c.target] for u, c in zip(users, cases)}, dict(zip(users, ranks)),
+                      dataset=data.name, split="valid", source=f"trial {name}")
+
+
+def paired_with_reference(evaluations: dict[str, Evaluation], name: str) -> dict | None:
+    """The trial against the first that trained, user by user; None for the reference itself."""
+    reference = next(iter(evaluations))
+    if reference == name:
+        return None
+    try:
+        result = compare_evaluations(evaluations[reference], evaluations[name], PAIRED_METRICS)
+    except ValueError as err:  # e.g. a trial that changes eval_users validates other users
+        return {"trial": reference, "error": str(err)}
+    keep = ("difference", "ci_low", "ci_high", "p_value", "b_better_users", "a_better_users")
+    return {"trial": reference, "users": result["users"],
+            **{m["metric"]: {k: m[k] for k in keep} for m in result["metrics"]}}
 
 
 def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
@@ -195,18 +231,31 @@ def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
 def search_table(record: dict) -> str:
     title = (f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
              "best validation NDCG@10 first:")
-    lines = [title, "", "| trial | changes | steps | valid R@10 | valid N@10 | LM loss | tokens/s |",
-             "|---|---|---|---|---|---|---|"]
+    reference = record.get("reference")
+    lines = [title, "", f"| trial | changes | steps | valid R@10 | valid N@10 | N@10 − {reference or 'reference'} "
+             "(95 % interval, p) | LM loss | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in record["trials"]:
         changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
         if "error" in r:
-            lines.append(f"| {r['trial']} | {changes} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['trial']} | {changes} | failed: {r['error'][:80]} | | | | | |")
             continue
         loss = f"{r['loss_lm']:.3f}" if r.get("loss_lm") is not None else "—"
         lines.append(f"| {r['trial']} | {changes} | {r['steps']} | {r['valid_recall@10']:.4f} | "
-                     f"{r['valid_ndcg@10']:.4f} | {loss} | {r['tokens_per_s']:,} |")
+                     f"{r['valid_ndcg@10']:.4f} | {_paired_cell(r, reference)} | {loss} | {r['tokens_per_s']:,} |")
     pop = record.get("popularity")
     if pop:
         lines.append(f"| *popularity, same {pop['users']} users* | — | — | {pop['recall@10']:.4f} | "
-                     f"{pop['ndcg@10']:.4f} | — | — |")
+                     f"{pop['ndcg@10']:.4f} | — | — | — |")
     return "\n".join(lines)
+
+
+def _paired_cell(row: dict, reference: str | None) -> str:
+    paired = row.get("vs_reference")
+    if row["trial"] == reference:
+        return "reference"
+    if not paired:
+        return "—"
+    if "error" in paired:
+        return "not paired: other users"
+    n = paired["ndcg@10"]
+    return f"{n['difference']:+.4f} [{n['ci_low']:+.4f}, {n['ci_high']:+.4f}], p {n['p_value']:.2g}"

@@ -216,6 +216,9 @@ def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: i
                             sharded: bool = False) -> dict[str, float]:
     """:func:`validation_score` with the cases split across the processes of a data-parallel run.
 
+    Also returns ``ranks``, each case's rank in the order of ``cases``, so two runs can be compared
+    user by user (:mod:`eager.eval.compare`).
+
     Each process searches its own stride; the ranks are then gathered, and every process gets the
     score of all the cases. Under DDP each searches with its own (identical, all-reduced) copy of the
     model, outside the wrapper, so no collective runs inside the search. Under FSDP every forward
@@ -227,8 +230,10 @@ def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: i
     if world > 1:
         from accelerate.utils import gather_object
 
-        ranks = gather_object(ranks)
-    return {**metrics_from_ranks(ranks, (10,)), "users": len(ranks)}
+        shares, ranks = gather_object([ranks]), [None] * len(cases)  # one share per process, in process order
+        for process, share in enumerate(shares):
+            ranks[process::world] = share  # back in the order of the cases, for paired comparisons
+    return {**metrics_from_ranks(ranks, (10,)), "users": len(ranks), "ranks": ranks}
 
 
 def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
@@ -410,6 +415,7 @@ def train_stage(
         with inference_weights(module, sharded):
             metrics = shared_validation_score(model, tokenizer, index, trie, data, cases, recipe.eval_beams,
                                               eval_batch, world, rank, recipe.prompt_style, sharded)
+        ranks = metrics.pop("ranks")  # kept with the best epoch, not logged: the log stays one line an epoch
         record = {"stage": stage_name, "epoch": epoch + 1, "step": step, "seconds": round(seconds, 1),
                   "tokens_per_s": round(tokens / max(seconds, 1e-9)), **speed, "tokens": tokens,
                   "planned_steps": budget.total,
@@ -421,7 +427,7 @@ def train_stage(
         optimizer_now = _sharded_optimizer_state(module, optimizer) if sharded else optimizer.state_dict()
         rng_now = _rng_states(device, world)
         if metrics["ndcg@10"] > best["ndcg@10"]:
-            best = {**metrics, "epoch": epoch + 1}
+            best = {**metrics, "epoch": epoch + 1, "ranks": ranks}
             best_lora, best_rows = lora_now, rows_now
             record["best"] = True
         history.append(record)

@@ -1,0 +1,177 @@
+"""Paired comparison of two evaluations of the same users.
+
+Two systems scored on one split answer for the same users, so whether one beats the other is a
+question about the per-user differences, not about two means each with its own standard error:
+most users are missed by both, and those cancel. For each metric this gives the difference of the
+means (B − A), a bootstrap confidence interval of it over users, a two-sided sign-flip permutation
+p-value (under "no difference" each user's pair is exchangeable), and how many users each system
+serves better. The resampling is scipy's; both are seeded, so a comparison repeats exactly.
+
+An evaluation is what the harness writes: a folder with ``predictions.jsonl`` (user, target,
+ranked keys) and usually ``metrics.json`` (dataset, split, model), or the jsonl file itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from eager.eval.harness import METRICS_FILE, PREDICTIONS_FILE
+from eager.eval.metrics import target_rank, user_metric
+
+DEFAULT_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+# Resampled statistics are computed this many resamples at a time: 1,000 × 22k users of float64
+# is ~180 MB, which keeps a Beauty-sized comparison inside a small machine's memory.
+RESAMPLE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One system's ranked lists for every user of a split, with what the files say about them."""
+
+    name: str
+    targets: dict[str, str]  # user key -> held-out item key
+    ranks: dict[str, int | None]  # user key -> 1-based rank of the target, None if not returned
+    dataset: str | None = None
+    split: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    metric: str
+    a: float
+    b: float
+    difference: float  # b - a
+    ci_low: float
+    ci_high: float
+    p_value: float
+    b_better_users: int
+    a_better_users: int
+
+    @property
+    def relative(self) -> float | None:
+        return self.difference / self.a if self.a else None
+
+
+def read_evaluation(path: str | Path, name: str | None = None) -> Evaluation:
+    """An evaluation folder (``predictions.jsonl`` + ``metrics.json``) or a ``predictions.jsonl`` file."""
+    path = Path(path)
+    predictions = path / PREDICTIONS_FILE if path.is_dir() else path
+    if not predictions.is_file():
+        raise FileNotFoundError(
+            f"{predictions}: no predictions to compare. Give a folder written by `eager eval` or "
+            f"`eager baseline` (it holds {PREDICTIONS_FILE}), or the {PREDICTIONS_FILE} file itself")
+    targets: dict[str, str] = {}
+    ranks: dict[str, int | None] = {}
+    with open(predictions, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                user, target, ranked = str(row["user"]), str(row["target"]), [str(k) for k in row["ranked"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{predictions}:{number}: expected a JSON object with 'user', 'target' and "
+                                 "'ranked' (a list of item keys), as the evaluation harness writes") from err
+            if user in targets:
+                raise ValueError(f"{predictions}:{number}: user {user!r} appears twice")
+            targets[user] = target
+            ranks[user] = target_rank(ranked, target)
+    if not targets:
+        raise ValueError(f"{predictions}: no users in it")
+    meta_path = predictions.parent / METRICS_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return Evaluation(name=name or meta.get("model") or predictions.parent.name, targets=targets, ranks=ranks,
+                      dataset=meta.get("dataset"), split=meta.get("split"), source=str(predictions))
+
+
+def _check_comparable(a: Evaluation, b: Evaluation) -> list[str]:
+    """The users both evaluated, in A's order; anything that makes them incomparable raises."""
+    for field in ("dataset", "split"):
+        va, vb = getattr(a, field), getattr(b, field)
+        if va and vb and va != vb:
+            raise ValueError(f"not the same {field}: {a.source} is {va!r}, {b.source} is {vb!r}; "
+                             f"compare two evaluations of one {field}")
+    only_a, only_b = a.targets.keys() - b.targets.keys(), b.targets.keys() - a.targets.keys()
+    if only_a or only_b:
+        raise ValueError(
+            f"not the same users: {len(only_a)} only in {a.source} (e.g. {sorted(only_a)[:1]}), {len(only_b)} only in "
+            f"{b.source} (e.g. {sorted(only_b)[:1]}); a paired comparison needs both evaluated on the whole split "
+            "(an `eager eval --limit N` run covers only N users)")
+    users = list(a.targets)  # A's file order is the harness's user order, so the sums repeat its means
+    for user in users:
+        if a.targets[user] != b.targets[user]:
+            raise ValueError(f"user {user!r} has target {a.targets[user]!r} in {a.source} but {b.targets[user]!r} in "
+                             f"{b.source}: these are different splits or datasets")
+    return users
+
+
+def compare_evaluations(
+    a: Evaluation,
+    b: Evaluation,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+    resamples: int = 9999,
+    seed: int = 0,
+) -> dict:
+    """B against A on every user both evaluated: per metric, B − A with its CI and p-value."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    users = _check_comparable(a, b)
+    rank_a, rank_b = [a.ranks[u] for u in users], [b.ranks[u] for u in users]
+    rows = []
+    for metric in metrics:
+        va, vb = np.array(user_metric(rank_a, metric)), np.array(user_metric(rank_b, metric))
+        rows.append(_compare_metric(metric, va, vb, confidence, resamples, seed))
+    return {"a": {"name": a.name, "source": a.source}, "b": {"name": b.name, "source": b.source},
+            "dataset": a.dataset or b.dataset, "split": a.split or b.split, "users": len(users),
+            "confidence": confidence, "resamples": resamples, "seed": seed,
+            "metrics": [asdict(r) | {"relative": r.relative} for r in rows]}
+
+
+def _compare_metric(metric: str, va: np.ndarray, vb: np.ndarray, confidence: float, resamples: int,
+                    seed: int) -> MetricComparison:
+    diff = vb - va
+    # The means as the harness computes them (a plain sum over users), so A and B repeat metrics.json.
+    mean_a, mean_b = float(sum(va.tolist()) / len(va)), float(sum(vb.tolist()) / len(vb))
+    if not diff.any():  # identical on every user: nothing to resample
+        low = high = 0.0
+        p_value = 1.0
+    else:
+        interval = stats.bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence,
+                                   method="percentile", vectorized=True, batch=RESAMPLE_BATCH,
+                                   random_state=np.random.default_rng(seed)).confidence_interval
+        low, high = float(interval.low), float(interval.high)
+        # One sample with permutation_type="samples" is scipy's sign-flip test for paired data.
+        p_value = float(stats.permutation_test((diff,), np.mean, permutation_type="samples", n_resamples=resamples,
+                                               vectorized=True, batch=RESAMPLE_BATCH, alternative="two-sided",
+                                               random_state=np.random.default_rng(seed)).pvalue)
+    return MetricComparison(metric=metric, a=mean_a, b=mean_b, difference=mean_b - mean_a, ci_low=low, ci_high=high,
+                            p_value=p_value, b_better_users=int((diff > 0).sum()), a_better_users=int((diff < 0).sum()))
+
+
+def comparison_table(result: dict) -> str:
+    """The comparison as a Markdown table, A and B named above it."""
+    pct = round(result["confidence"] * 100)
+    lines = [f"A: {result['a']['name']} ({result['a']['source']})",
+             f"B: {result['b']['name']} ({result['b']['source']})",
+             f"{result['dataset'] or '?'} {result['split'] or '?'}, {result['users']} users in both; "
+             f"{pct} % bootstrap interval and sign-flip p-value from {result['resamples']} resamples, seed {result['seed']}",
+             "",
+             f"| metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |",
+             "|---|---|---|---|---|---|---|---|"]
+    # A permutation p-value cannot go below 2/(resamples + 1) (two-sided): at that floor it is a bound.
+    floor = 2 / (result["resamples"] + 1)
+    for m in result["metrics"]:
+        p = f"≤ {floor:.2g}" if m["p_value"] <= floor * (1 + 1e-9) else f"{m['p_value']:.3g}"
+        relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
+        lines.append(f"| {m['metric']} | {m['a']:.4f} | {m['b']:.4f} | {m['difference']:+.4f} | "
+                     f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
+                     f"{m['b_better_users']} / {m['a_better_users']} |")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Paired comparison of two evaluations: what it computes, and what it refuses."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eager.cli import main
+from eager.data.split import eval_cases
+from eager.eval import evaluate_rankings
+from eager.eval.compare import Evaluation, compare_evaluations, read_evaluation
+from eager.eval.metrics import user_metric
+
+RESAMPLES = 499
+
+
+def _write(data, tmp_path, name: str, rank_of: dict, split: str = "test"):
+    """An evaluation written by the harness: user i's target at rank ``rank_of(i)`` (None: missed)."""
+    keys = data.item_keys
+    rankings = {}
+    for n, case in enumerate(eval_cases(data, split)):
+        target, rank = case.target, rank_of(n)
+        others = [keys[(target + j) % len(keys)] for j in range(1, 11)]
+        ranked = others[:10] if rank is None else others[: rank - 1] + [keys[target]] + others[rank - 1: 9]
+        rankings[data.user_keys[case.user]] = ranked
+    out = tmp_path / name
+    report = evaluate_rankings(data, split, rankings, model=name, out_dir=out, ks=(5, 10))
+    return out, report
+
+
+def _evaluation(ranks_a, ranks_b):
+    users = [f"u{i}" for i in range(len(ranks_a))]
+    targets = {u: "t" for u in users}
+    return (Evaluation("a", targets, dict(zip(users, ranks_a))), Evaluation("b", targets, dict(zip(users, ranks_b))))
+
+
+def test_the_means_repeat_the_harness_and_a_better_system_is_found(cyclic_data, tmp_path):
+    a_dir, a_report = _write(cyclic_data, tmp_path, "weak", lambda n: 3 if n % 4 == 0 else None)
+    b_dir, b_report = _write(cyclic_data, tmp_path, "strong", lambda n: 1 if n % 4 != 3 else None)
+    result = compare_evaluations(read_evaluation(a_dir), read_evaluation(b_dir), resamples=RESAMPLES)
+    assert result["users"] == len(eval_cases(cyclic_data, "test"))
+    assert (result["dataset"], result["split"]) == ("cyclic", "test")
+    assert (result["a"]["name"], result["b"]["name"]) == ("weak", "strong")
+    for row in result["metrics"]:
+        assert row["a"] == a_report[row["metric"]] and row["b"] == b_report[row["metric"]]  # exactly
+        assert row["difference"] > 0 and row["ci_low"] > 0 and row["p_value"] < 0.01
+    r5 = next(r for r in result["metrics"] if r["metric"] == "recall@5")
+    # Users 4k: A hits at 3, B at 1 (same recall); 4k+1, 4k+2: only B hits; 4k+3: both miss.
+    n = result["users"]
+    assert r5["b_better_users"] == sum(1 for i in range(n) if i % 4 in (1, 2)) and r5["a_better_users"] == 0
+    n5 = next(r for r in result["metrics"] if r["metric"] == "ndcg@5")
+    assert n5["b_better_users"] == sum(1 for i in range(n) if i % 4 != 3)  # rank 1 beats rank 3 too
+
+
+def test_a_system_against_itself_differs_by_nothing(cyclic_data, tmp_path):
+    a_dir, _ = _write(cyclic_data, tmp_path, "same", lambda n: (n % 12) + 1 if n % 3 else None)
+    result = compare_evaluations(read_evaluation(a_dir), read_evaluation(a_dir), resamples=RESAMPLES)
+    for row in result["metrics"]:
+        assert row["difference"] == 0 and (row["ci_low"], row["ci_high"]) == (0, 0) and row["p_value"] == 1
+        assert row["b_better_users"] == row["a_better_users"] == 0
+
+
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 15)), st.one_of(st.none(), st.integers(1, 15))),
+                min_size=2, max_size=60), st.sampled_from(["recall@5", "ndcg@10"]))
+@settings(max_examples=25, deadline=None)
+def test_swapping_a_and_b_mirrors_the_comparison(pairs, metric):
+    ranks_a, ranks_b = [p[0] for p in pairs], [p[1] for p in pairs]
+    forward = compare_evaluations(*_evaluation(ranks_a, ranks_b), metrics=[metric], resamples=RESAMPLES)["metrics"][0]
+    backward = compare_evaluations(*_evaluation(ranks_b, ranks_a), metrics=[metric], resamples=RESAMPLES)["metrics"][0]
+    assert backward["difference"] == pytest.approx(-forward["difference"], abs=1e-12)
+    assert backward["ci_low"] == pytest.approx(-forward["ci_high"], abs=1e-9)
+    assert backward["p_value"] == pytest.approx(forward["p_value"])
+    assert (backward["b_better_users"], backward["a_better_users"]) == (forward["a_better_users"], forward["b_better_users"])
+    assert forward["ci_low"] <= forward["difference"] <= forward["ci_high"] or forward["ci_low"] == forward["ci_high"]
+    va, vb = np.array(user_metric(ranks_a, metric)), np.array(user_metric(ranks_b, metric))
+    assert forward["b_better_users"] == int((vb > va).sum()) and 0 < forward["p_value"] <= 1
+
+
+def test_noise_is_not_called_a_difference():
+    rng = np.random.default_rng(3)
+    ranks_a = [int(r) if r <= 10 else None for r in rng.integers(1, 40, size=2000)]
+    ranks_b = list(ranks_a)
+    hits = [i for i, r in enumerate(ranks_a) if r is not None]
+    misses = [i for i, r in enumerate(ranks_a) if r is None]
+    for i in rng.choice(hits, size=10, replace=False):  # a handful of users change, both ways: 10 lost, 13 won
+        ranks_b[i] = None
+    for i in rng.choice(misses, size=13, replace=False):
+        ranks_b[i] = 1
+    row = compare_evaluations(*_evaluation(ranks_a, ranks_b), metrics=["recall@10"], resamples=RESAMPLES)["metrics"][0]
+    assert row["difference"] == pytest.approx(3 / 2000) and (row["b_better_users"], row["a_better_users"]) == (13, 10)
+    assert row["ci_low"] < 0 < row["ci_high"] and row["p_value"] > 0.05
+
+
+def test_incomparable_evaluations_are_refused_with_the_reason(cyclic_data, tmp_path):
+    test_dir, _ = _write(cyclic_data, tmp_path, "test", lambda n: 1)
+    valid_dir, _ = _write(cyclic_data, tmp_path, "valid", lambda n: 1, split="valid")
+    with pytest.raises(ValueError, match="not the same split"):
+        compare_evaluations(read_evaluation(test_dir), read_evaluation(valid_dir))
+    # Without metrics.json the split is unknown, but the targets still differ.
+    (valid_dir / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="different splits or datasets"):
+        compare_evaluations(read_evaluation(test_dir), read_evaluation(valid_dir))
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join((test_dir / "predictions.jsonl").read_text().splitlines(keepends=True)[:5]))
+    with pytest.raises(ValueError, match="not the same users.*--limit"):
+        compare_evaluations(read_evaluation(test_dir), read_evaluation(partial))
+    with pytest.raises(FileNotFoundError, match="eager eval"):
+        read_evaluation(tmp_path / "nowhere")
+    partial.write_text('{"user": "u1", "ranked": []}\n')
+    with pytest.raises(ValueError, match="partial.jsonl:1.*'target'"):
+        read_evaluation(partial)
+    with pytest.raises(ValueError, match="unknown metric 'hits@3'"):
+        compare_evaluations(read_evaluation(test_dir), read_evaluation(test_dir), metrics=["hits@3"])
+
+
+def test_compare_command(cyclic_data, tmp_path, capsys):
+    a_dir, _ = _write(cyclic_data, tmp_path, "weak", lambda n: None if n % 2 else 4)
+    b_dir, _ = _write(cyclic_data, tmp_path, "strong", lambda n: 1)
+    out = tmp_path / "cmp" / "result.json"
+    assert main(["compare", str(a_dir), str(b_dir), "--names", "old,new", "--resamples", str(RESAMPLES),
+                 "--metrics", "recall@5,ndcg@10", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    assert [m["metric"] for m in printed["metrics"]] == ["recall@5", "ndcg@10"]
+    assert (printed["a"]["name"], printed["b"]["name"]) == ("old", "new")
+    assert main(["compare", str(a_dir), str(b_dir), "--resamples", str(RESAMPLES)]) == 0
+    table = capsys.readouterr().out
+    assert "| recall@10 |" in table and "A: weak" in table and "≤ 0.004" in table  # p at its floor, 2/500
+    assert main(["compare", str(a_dir), str(tmp_path / "missing")]) == 2
+    assert "no predictions to compare" in capsys.readouterr().err
