@@ -62,8 +62,9 @@ for split in ${EAGER_EVAL_SPLITS:-test valid}; do
   t0=$(date +%s)
   scope="--record"
   [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
+  # predictions.jsonl comes back too, so variants can be compared user by user (`eager compare`).
   timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$ckpt" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
-    $scope --json > "$logs/eval_$split.json" 2>> "$log"
+    $scope --out "$logs/eval_$split" --json > "$logs/eval_$split.json" 2>> "$log"
   echo "eval $split: exit $? after $(($(date +%s) - t0)) s (model load included)"
   cat "$logs/eval_$split.json"
   pack

@@ -6,7 +6,7 @@
 #   EAGER_SEARCH_ARGS="--trial base --trial lr-2e-3 --trial init-mean --max-steps 150" \
 #     bash scripts/gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]
 #
-# $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, search.log and each trial's train log.
+# $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, valid_ranks.json (per-user ranks), search.log and each trial's train log.
 set -uo pipefail
 out=${1:?usage: gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]}
 dataset=${2:-beauty}
@@ -18,7 +18,7 @@ eval "search_args=(${EAGER_SEARCH_ARGS:-})"  # so a quoted trial spec stays one 
 timeout $(( ${EAGER_RUN_SECONDS:-540} - 10 )) python3 -m eager.cli search --dataset "$dataset" --variant "$variant" \
   --recipe "${EAGER_RECIPE:-gpu-lease}" --out "$work" "${search_args[@]}" --json > "$work/stdout.json" 2> "$work/stderr.log"
 echo "search: exit $? after $(($(date +%s) - started)) s"
-cp "$work/search.json" "$work/search.md" "$out/" 2>/dev/null || echo "no trial finished"
+cp "$work/search.json" "$work/search.md" "$work/valid_ranks.json" "$out/" 2>/dev/null || echo "no trial finished"
 grep -v -e "it/s\]$" -e "warnings.warn" -e "FutureWarning" "$work/stderr.log" | tail -80 > "$out/search.log"
 for f in "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/"*/train_log.jsonl; do  # per-epoch tokens/s, peak memory
   [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")" | tr -c 'A-Za-z0-9_.\n-' '_').jsonl"  # the lease drops odd names
