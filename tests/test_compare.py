@@ -111,6 +111,8 @@ def test_incomparable_evaluations_are_refused_with_the_reason(cyclic_data, tmp_p
     partial.write_text('{"user": "u1", "ranked": []}\n')
     with pytest.raises(ValueError, match="partial.jsonl:1.*'target'"):
         read_evaluation(partial)
+    with pytest.raises(ValueError, match="recall@20 needs 20 ranked items.*ranks at most 10"):
+        compare_evaluations(read_evaluation(test_dir), read_evaluation(test_dir), metrics=["recall@20"])
     with pytest.raises(ValueError, match="unknown metric 'hits@3'"):
         compare_evaluations(read_evaluation(test_dir), read_evaluation(test_dir), metrics=["hits@3"])
 

@@ -40,6 +40,7 @@ class Evaluation:
     dataset: str | None = None
     split: str | None = None
     source: str = ""
+    depth: int | None = None  # the longest ranked list: no metric at a deeper K can be read from it
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def read_evaluation(path: str | Path, name: str | None = None) -> Evaluation:
             f"`eager baseline` (it holds {PREDICTIONS_FILE}), or the {PREDICTIONS_FILE} file itself")
     targets: dict[str, str] = {}
     ranks: dict[str, int | None] = {}
+    depth = 0
     with open(predictions, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -83,12 +85,13 @@ def read_evaluation(path: str | Path, name: str | None = None) -> Evaluation:
                 raise ValueError(f"{predictions}:{number}: user {user!r} appears twice")
             targets[user] = target
             ranks[user] = target_rank(ranked, target)
+            depth = max(depth, len(ranked))
     if not targets:
         raise ValueError(f"{predictions}: no users in it")
     meta_path = predictions.parent / METRICS_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return Evaluation(name=name or meta.get("model") or predictions.parent.name, targets=targets, ranks=ranks,
-                      dataset=meta.get("dataset"), split=meta.get("split"), source=str(predictions))
+                      dataset=meta.get("dataset"), split=meta.get("split"), source=str(predictions), depth=depth)
 
 
 def _check_comparable(a: Evaluation, b: Evaluation) -> list[str]:
@@ -127,6 +130,11 @@ def compare_evaluations(
     rank_a, rank_b = [a.ranks[u] for u in users], [b.ranks[u] for u in users]
     rows = []
     for metric in metrics:
+        k = int(metric.partition("@")[2]) if metric.partition("@")[2].isdigit() else 0
+        for e in (a, b):
+            if e.depth is not None and k > e.depth:
+                raise ValueError(f"{metric} needs {k} ranked items per user, but {e.source} ranks at most {e.depth}: "
+                                 f"choose K ≤ {e.depth} or evaluate deeper")
         va, vb = np.array(user_metric(rank_a, metric)), np.array(user_metric(rank_b, metric))
         rows.append(_compare_metric(metric, va, vb, confidence, resamples, seed))
     return {"a": {"name": a.name, "source": a.source}, "b": {"name": b.name, "source": b.source},
