@@ -191,7 +191,8 @@ def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path)
         search = page.locator("#search textarea, #search input").first
         search.fill("number 12")
         search.press("Enter")
-        expect(page.get_by_text("matches")).to_be_visible(timeout=30_000)
+        # The note ("1 matches"), not the dropdown's label ("Matches"), which the same words would find.
+        expect(page.get_by_text(re.compile(r"^\d+ matches$"))).to_be_visible(timeout=30_000)
         # The dropdown takes its new value a render after the note shows: clicking sooner sends an empty pick.
         expect(page.locator("#matches input").first).to_have_value(re.compile("number 12"), timeout=30_000)
         page.locator("#add").click()
