@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from eager.eval.harness import METRICS_FILE, PREDICTIONS_FILE
-from eager.eval.metrics import target_rank, user_metric
+from eager.eval.harness import METRICS_FILE, PREDICTIONS_FILE, ranked_rows
+from eager.eval.metrics import parse_metric, target_rank, user_metric
 
 DEFAULT_METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 # Resampled statistics are computed this many resamples at a time: 1,000 × 22k users of float64
@@ -71,21 +71,12 @@ def read_evaluation(path: str | Path, name: str | None = None) -> Evaluation:
     targets: dict[str, str] = {}
     ranks: dict[str, int | None] = {}
     depth = 0
-    with open(predictions, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                user, target, ranked = str(row["user"]), str(row["target"]), [str(k) for k in row["ranked"]]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{predictions}:{number}: expected a JSON object with 'user', 'target' and "
-                                 "'ranked' (a list of item keys), as the evaluation harness writes") from err
-            if user in targets:
-                raise ValueError(f"{predictions}:{number}: user {user!r} appears twice")
-            targets[user] = target
-            ranks[user] = target_rank(ranked, target)
-            depth = max(depth, len(ranked))
+    for number, user, target, ranked in ranked_rows(predictions, with_target=True):
+        if user in targets:
+            raise ValueError(f"{predictions}:{number}: user {user!r} appears twice")
+        targets[user] = target
+        ranks[user] = target_rank(ranked, target)
+        depth = max(depth, len(ranked))
     if not targets:
         raise ValueError(f"{predictions}: no users in it")
     meta_path = predictions.parent / METRICS_FILE
@@ -130,7 +121,7 @@ def compare_evaluations(
     rank_a, rank_b = [a.ranks[u] for u in users], [b.ranks[u] for u in users]
     rows = []
     for metric in metrics:
-        k = int(metric.partition("@")[2]) if metric.partition("@")[2].isdigit() else 0
+        _, k = parse_metric(metric)
         for e in (a, b):
             if e.depth is not None and k > e.depth:
                 raise ValueError(f"{metric} needs {k} ranked items per user, but {e.source} ranks at most {e.depth}: "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -94,21 +94,28 @@ def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path
     return out
 
 
-def read_rankings(path: str | Path) -> dict[str, list[str]]:
-    """Rankings from a jsonl file of ``{"user": key, "ranked": [key, ...]}`` rows."""
-    rankings = {}
+def ranked_rows(path: str | Path, with_target: bool = False) -> Iterator[tuple[int, str, str | None, list[str]]]:
+    """(line number, user, target or None, ranked keys) per row of a jsonl of ranked lists.
+
+    ``with_target``: rows must also name the held-out item, as ``predictions.jsonl`` does.
+    """
+    fields = "'user', 'target' and 'ranked'" if with_target else "'user' and 'ranked'"
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                rankings[str(row["user"])] = [str(k) for k in row["ranked"]]
+                user, ranked = str(row["user"]), [str(k) for k in row["ranked"]]
+                target = str(row["target"]) if with_target else None
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(
-                    f"{path}:{number}: expected a JSON object with 'user' and 'ranked' (a list of item keys)"
-                ) from err
-    return rankings
+                raise ValueError(f"{path}:{number}: expected a JSON object with {fields} (a list of item keys)") from err
+            yield number, user, target, ranked
+
+
+def read_rankings(path: str | Path) -> dict[str, list[str]]:
+    """Rankings from a jsonl file of ``{"user": key, "ranked": [key, ...]}`` rows."""
+    return {user: ranked for _, user, _, ranked in ranked_rows(path)}
 
 
 def rankings_from_scores(

@@ -20,15 +20,20 @@ def target_rank(ranked: Sequence, target) -> int | None:
     return None
 
 
+def parse_metric(metric: str) -> tuple[str, int]:
+    """("recall", 10) from "recall@10"; anything else raises, naming the forms that work."""
+    name, _, cutoff = metric.partition("@")
+    if name not in ("recall", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
+        raise ValueError(f"unknown metric {metric!r}: use recall@K or ndcg@K with K ≥ 1, e.g. ndcg@10")
+    return name, int(cutoff)
+
+
 def user_metric(ranks: Sequence[int | None], metric: str) -> list[float]:
     """Each user's own value of ``metric`` ("recall@10", "ndcg@5", ...): what a metric averages.
 
     Paired comparisons (eager.eval.compare) need the per-user values, not only their mean.
     """
-    name, _, cutoff = metric.partition("@")
-    if name not in ("recall", "ndcg") or not cutoff.isdigit() or int(cutoff) < 1:
-        raise ValueError(f"unknown metric {metric!r}: use recall@K or ndcg@K with K ≥ 1, e.g. ndcg@10")
-    k = int(cutoff)
+    name, k = parse_metric(metric)
     hit = [r is not None and r <= k for r in ranks]
     if name == "recall":
         return [1.0 if h else 0.0 for h in hit]
