@@ -103,6 +103,35 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
     assert "| reference |" in table and "not paired: other users" in table
 
 
+def test_a_user_subset_trains_and_validates_on_those_users(cyclic_data, base_dir, tmp_path):
+    from eager.llm.tasks import build_samples
+    from eager.llm.train import selection_cases, training_users
+
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6)
+    # Fewer trained users than validation users: selection must stop at the trained ones.
+    subset = apply_changes(recipe, (("max_users", 6),))
+    users = training_users(cyclic_data, subset)
+    assert len(users) == 6 and training_users(cyclic_data, recipe) is None
+    assert training_users(cyclic_data, subset) == users  # seeded: every stage and process agrees
+    cases = selection_cases(cyclic_data, subset)
+    assert sorted(c.user for c in cases) == users
+    assert not {c.user for c in selection_cases(cyclic_data, recipe)} <= set(users)  # all users: others too
+    with pytest.raises(ValueError, match="max_users must be a positive"):
+        replace(recipe, max_users=0)
+
+    index = toy_index(cyclic_data)
+    run_search(cyclic_data, get_variant("full"), recipe, [Trial("few", (("max_users", 6),))], tmp_path / "search",
+               tmp_path / "artifacts", base=str(base_dir), max_steps=2, progress=False,
+               load_model=lambda: load_tiny(base_dir), index=index, tables=toy_embeddings(cyclic_data))
+    config = json.loads((tmp_path / "search" / "few" / "config.json").read_text())
+    assert config["max_users"] == config["recipe"]["max_users"] == 6
+    count = lambda who: len(build_samples(cyclic_data, index, recipe.stage1.tasks, recipe.max_history,  # noqa: E731
+                                          recipe.seed, who, recipe.prompt_style))
+    assert config["stages"][0]["samples"] == count(users) < count(None)
+    ranks = json.loads((tmp_path / "search" / "valid_ranks.json").read_text())["few"]
+    assert list(ranks) == [cyclic_data.user_keys[c.user] for c in cases]
+
+
 def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):
     from eager.cli import main
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -38,7 +37,7 @@ from eager.llm.gct import DecompressionProjectors
 from eager.llm.recipes import TrainRecipe, Variant, with_gct
 from eager.llm.setup import backbone_for_index, merge_stage, prepare_backbone
 from eager.llm.tasks import build_samples
-from eager.llm.train import gct_tables, make_logger, train_stage
+from eager.llm.train import gct_tables, make_logger, train_stage, training_users
 from eager.utils import artifacts_root
 
 
@@ -98,15 +97,15 @@ def train_variant(
     out.mkdir(parents=True, exist_ok=True)
     log = make_logger(work / "train_log.jsonl", progress)
     recipe = with_gct(recipe, variant)
+    if max_users:
+        recipe = replace(recipe, max_users=max_users)
     started = time.monotonic()
     index = index or variant_index(data, variant, artifacts, progress=progress)
     if model is None:
         model, tokenizer = load_backbone(base)
     vocab = prepare_backbone(model, tokenizer, index, recipe.token_init, data)
     trie = CodeTrie(index, vocab)
-    users = None
-    if max_users:
-        users = sorted(random.Random(recipe.seed).sample(range(data.num_users), min(max_users, data.num_users)))
+    users = training_users(data, recipe)
     projectors = None
     if variant.use_gct:
         tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
@@ -142,7 +141,7 @@ def train_variant(
     config = {
         "dataset": data.name, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
         "backbone_override": str(base) if base else None, "vocab_size": len(tokenizer),
-        "max_users": max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
+        "max_users": recipe.max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
         "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")

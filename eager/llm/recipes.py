@@ -45,6 +45,9 @@ class TrainRecipe:
     max_history: int = 20
     prompt_style: str = DEFAULT_PROMPT_STYLE  # or "compact" (eager.llm.tasks.PROMPT_STYLES): ~2.2x fewer tokens a sample
     eval_users: int = 2000  # validation users used for model selection
+    # Train on a seeded random subset of this many users (bounded CPU runs, several epochs of a small
+    # share); model selection then validates those same users, as the protocol scores trained users.
+    max_users: int | None = None
     eval_beams: int = 20
     seed: int = 42
     bf16: bool = True  # on CUDA; CPU trains in fp32
@@ -58,6 +61,8 @@ class TrainRecipe:
 
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_CHOICES)}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be a positive number of users, not {self.max_users}")
         if self.attention == "varlen" and not self.pack_len:
             raise ValueError("attention='varlen' reads the boundaries of packed rows: set pack_len too")
         for name, stage in (("stage1", self.stage1), ("stage2", self.stage2)):

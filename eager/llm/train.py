@@ -236,8 +236,20 @@ def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: i
     return {**metrics_from_ranks(ranks, (10,)), "users": len(ranks), "ranks": ranks}
 
 
+def training_users(data: InteractionData, recipe: TrainRecipe) -> list[int] | None:
+    """The users a ``max_users`` recipe trains on (seeded, so every stage and process agrees); None: all."""
+    if not recipe.max_users:
+        return None
+    return sorted(random.Random(recipe.seed).sample(range(data.num_users), min(recipe.max_users, data.num_users)))
+
+
 def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
+    """The validation cases model selection scores: a seeded sample of the users the recipe trains on."""
     cases = eval_cases(data, "valid", recipe.max_history)
+    users = training_users(data, recipe)
+    if users is not None:
+        trained = set(users)
+        cases = [c for c in cases if c.user in trained]
     rng = random.Random(recipe.seed)
     return sorted(rng.sample(cases, min(recipe.eval_users, len(cases))), key=lambda c: c.user)
 
