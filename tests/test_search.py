@@ -104,6 +104,7 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
 
 
 def test_a_user_subset_trains_and_validates_on_those_users(cyclic_data, base_dir, tmp_path):
+    from eager.llm.search import popularity_on_selection
     from eager.llm.tasks import build_samples
     from eager.llm.train import selection_cases, training_users
 
@@ -130,6 +131,11 @@ def test_a_user_subset_trains_and_validates_on_those_users(cyclic_data, base_dir
     assert config["stages"][0]["samples"] == count(users) < count(None)
     ranks = json.loads((tmp_path / "search" / "valid_ranks.json").read_text())["few"]
     assert list(ranks) == [cyclic_data.user_keys[c.user] for c in cases]
+    # The floor is popularity on those same trained users, not on the base recipe's validation users.
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert record["popularity"] == popularity_on_selection(cyclic_data, subset) != popularity_on_selection(
+        cyclic_data, recipe)
+    assert record["popularity"]["users"] == len(cases) == 6
 
 
 def test_cli_names_a_bad_trial_before_loading_anything(tmp_path):

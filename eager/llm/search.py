@@ -152,12 +152,13 @@ def run_search(
     stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
-    floor = popularity_on_selection(data, recipe)
-
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
+        reference = next(iter(evaluations), None)
+        # The table's floor is scored on the reference's users (a trial may change eval_users or max_users).
+        floor = next((r["popularity"] for r in results if r["trial"] == reference), results[0]["popularity"])
         record = {"dataset": data.name, "variant": variant.name, "base_recipe": recipe.name, "max_steps": max_steps,
-                  "popularity": floor, "reference": next(iter(evaluations), None), "trials": results}
+                  "popularity": floor, "reference": reference, "trials": results}
         (out / "search.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         (out / "search.md").write_text(search_table(record) + "\n")
         (out / "valid_ranks.json").write_text(json.dumps({name: e.ranks for name, e in evaluations.items()}) + "\n")
@@ -168,7 +169,8 @@ def run_search(
             changed = replace(changed, stage1=replace(changed.stage1, max_steps=max_steps))
         changed = replace(changed, name=f"{recipe.name}+{trial.name}")
         model, tokenizer = load_model() if load_model else (None, None)
-        row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes}}
+        row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes},
+               "popularity": popularity_on_selection(data, changed)}  # on this trial's validation users
         try:
             run = train_variant(data, stage1_only, changed, out / trial.name, artifacts, base, progress=progress,
                                 model=model, tokenizer=tokenizer, index=index, tables=tables, restart=restart)
