@@ -152,6 +152,7 @@ def run_search(
     stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
+
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
         reference = next(iter(evaluations), None)
