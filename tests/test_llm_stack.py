@@ -173,6 +173,29 @@ def test_nf4_quantisation_runs_on_cpu_and_stays_close():
     assert torch.nn.functional.cosine_similarity(reference.flatten(), logits.flatten(), dim=0) > 0.95
 
 
+def test_nf4_runs_everything_else_in_the_compute_dtype_and_keeps_what_it_is_told():
+    """A bf16-stored model served with fp32 compute: embeddings, norms, head and kept Linears in fp32."""
+    import bitsandbytes as bnb
+
+    from eager.llm.checkpoint import quantize_nf4
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = torch.nn.Module.to(LlamaForCausalLM(config).eval(), torch.bfloat16)
+    quantized = quantize_nf4(model, torch.float32, blocksize=32, keep=("layers.1.mlp.",))
+    layers = quantized.model.layers
+    assert quantized.model.embed_tokens.weight.dtype == torch.float32
+    assert quantized.model.norm.weight.dtype == torch.float32 and layers[0].input_layernorm.weight.dtype == torch.float32
+    kept = layers[1].mlp.down_proj
+    assert type(kept) is torch.nn.Linear and kept.weight.dtype == torch.float32
+    assert isinstance(layers[1].self_attn.q_proj, bnb.nn.Linear4bit)
+    assert isinstance(layers[0].mlp.down_proj, bnb.nn.Linear4bit)
+    assert layers[0].mlp.down_proj.weight.quant_state.blocksize == 32
+    with torch.no_grad():
+        assert quantized(torch.randint(0, 1000, (1, 6))).logits.dtype == torch.float32
+
+
 def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, capsys):
     """`eager eval --checkpoint` and `eager recommend` on a checkpoint of a dataset found by name."""
     from eager.cli import main

@@ -152,12 +152,26 @@ def test_nf4_serving_and_the_cpu_precision_choice(tiny_checkpoint, base_dir, tmp
     assert serve_loader.choose_serving("fp32", "cpu").compute_dtype == "fp32"
     with pytest.raises(ValueError, match="unknown dtype"):
         serve_loader.choose_serving("int3")
+    from eager.cli import build_parser
+
+    recommend = build_parser()._subparsers._group_actions[0].choices["recommend"]
+    assert next(a for a in recommend._actions if a.dest == "dtype").choices == list(serve_loader.DTYPES)
     monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: False)
     loaded, choice, _ = serve_loader.load_for_serving(tiny_checkpoint / "ckpt", "nf4", base_dir, cache_dir=tmp_path)
     assert isinstance(loaded.model.model.layers[0].mlp.up_proj, bnb.nn.Linear4bit)
+    assert isinstance(loaded.model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    assert loaded.model.get_input_embeddings().weight.dtype == torch.float32  # not the cache's bf16
     engine = BeamSearchEngine.from_loaded(loaded)
     recs = engine.search([["I001", "I002"]], k=5, beams=8).recommendations[0]
     assert len(recs) == 5 and all(r.key in loaded.index.keys for r in recs)
+    # nf4-mlp: the same cached model, attention left in the compute dtype, the MLPs in blocks of 32.
+    mixed, choice, timings = serve_loader.load_for_serving(tiny_checkpoint / "ckpt", "nf4-mlp", base_dir, cache_dir=tmp_path)
+    assert (choice.dtype, choice.compute_dtype, timings["cold"]) == ("nf4-mlp", "fp32", False)
+    layer = mixed.model.model.layers[0]
+    assert type(layer.self_attn.q_proj) is torch.nn.Linear and layer.self_attn.q_proj.weight.dtype == torch.float32
+    assert isinstance(layer.mlp.up_proj, bnb.nn.Linear4bit) and layer.mlp.up_proj.weight.quant_state.blocksize == 32
+    recs = BeamSearchEngine.from_loaded(mixed).search([["I001", "I002"]], k=5, beams=8).recommendations[0]
+    assert len(recs) == 5 and all(r.key in mixed.index.keys for r in recs)
 
 
 def test_bench_latency_and_throughput_cli(tiny_checkpoint, base_dir, capsys):

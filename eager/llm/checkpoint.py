@@ -116,7 +116,7 @@ def rebuild_merged(directory: str | Path, base: str | Path | None = None, config
 
 
 def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path | None = None) -> LoadedModel:
-    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is fp32, bf16 or nf4.
+    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is one of ``SERVING_DTYPES``.
 
     No disk cache: :func:`eager.serve.loader.load_for_serving` is the cached, start-up-fast path.
     """
@@ -126,6 +126,24 @@ def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path
     return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, Path(directory))
 
 
+@dataclass(frozen=True)
+class FourBitLayout:
+    """Which transformer Linears are stored in NF4, in blocks of how many weights; the rest of the
+    model runs in the compute dtype."""
+
+    keep: tuple[str, ...] = ()  # Linears whose qualified name contains one of these stay unquantised
+    blocksize: int = 64
+
+
+# Measured on Beauty (README "What NF4 costs in quality"): attention is where 4 bits move rankings
+# most per byte, so "nf4-mlp" keeps it and quantises the MLPs (three quarters of the Linear weights).
+FOUR_BIT_LAYOUTS = {
+    "nf4": FourBitLayout(),  # every transformer Linear, bitsandbytes' default block
+    "nf4-mlp": FourBitLayout(keep=("self_attn.",), blocksize=32),
+}
+SERVING_DTYPES = (*FOUR_BIT_LAYOUTS, "bf16", "fp32")
+
+
 def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloat16):
     # A GGUF-loaded model is flagged as quantised by transformers (its weights are already
     # dequantised) and refuses .float()/.to(dtype); the plain nn.Module casts are what we mean.
@@ -133,33 +151,42 @@ def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloa
         return torch.nn.Module.float(model)
     if dtype == "bf16":
         return torch.nn.Module.to(model, torch.bfloat16)
-    if dtype == "nf4":
-        return quantize_nf4(model, compute_dtype)
-    raise ValueError(f"unknown dtype {dtype!r}; choose fp32, bf16 or nf4")
+    if dtype in FOUR_BIT_LAYOUTS:
+        layout = FOUR_BIT_LAYOUTS[dtype]
+        return quantize_nf4(model, compute_dtype, layout.blocksize, layout.keep)
+    raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(SERVING_DTYPES)}")
 
 
-def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16):
+def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,
+                 keep: tuple[str, ...] = ()):
     """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay).
 
     ``compute_dtype`` is what the 4-bit weights are dequantised to for the matmul: bf16 where the
-    hardware has bf16 units, fp32 on CPUs without them (bf16 would be emulated, and slower).
+    hardware has bf16 units, fp32 on CPUs without them (bf16 would be emulated, and slower). The rest
+    of the model (embeddings, norms, the tied head, the residual stream) is cast to it too.
+    ``blocksize``: weights sharing one absmax scale (bitsandbytes: 32–4096). ``keep``: Linears whose
+    qualified name contains one of these strings stay unquantised, in ``compute_dtype``.
     """
     import bitsandbytes as bnb
 
-    def swap(module):
+    torch.nn.Module.to(model, compute_dtype)  # the plain cast: a GGUF-loaded model refuses .to(dtype)
+
+    def swap(module, prefix):
         for name, child in module.named_children():
-            if isinstance(child, torch.nn.Linear) and child.weight.shape[0] != model.config.vocab_size:
+            qualified = f"{prefix}{name}"
+            if (isinstance(child, torch.nn.Linear) and child.weight.shape[0] != model.config.vocab_size
+                    and not any(part in qualified for part in keep)):
                 # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)
                 q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4",
-                                             compress_statistics=False)
+                                             compress_statistics=False, blocksize=blocksize)
                 if child.bias is not None:
                     q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
                 q = q.to(child.weight.device)  # quantises on the move
                 setattr(module, name, q)
             else:
-                swap(child)
+                swap(child, qualified + ".")
 
-    swap(model)
+    swap(model, "")
     return model

@@ -23,6 +23,7 @@ from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.llm.backbone import resolve_backbone_source
 from eager.llm.checkpoint import (
     MANIFEST_FILE,
+    SERVING_DTYPES,
     LoadedModel,
     read_config,
     rebuild_merged,
@@ -34,7 +35,7 @@ from eager.utils import artifacts_root
 
 log = logging.getLogger("eager.serve")
 
-DTYPES = ("auto", "nf4", "bf16", "fp32")
+DTYPES = ("auto", *SERVING_DTYPES)
 CACHE_ENV = "EAGER_SERVE_CACHE"
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -44,7 +45,7 @@ class ServingChoice:
     """What the loader decided, and why (shown in logs, the benchmark and the app)."""
 
     device: str
-    dtype: str  # nf4, bf16 or fp32: how the weights are stored
+    dtype: str  # one of SERVING_DTYPES (nf4, nf4-mlp, bf16, fp32): how the weights are stored
     compute_dtype: str  # what the matmuls run in
     reason: str
 
