@@ -167,7 +167,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         state = gr.State(dict(EMPTY_STATE))
         gr.Markdown("# EAGER-LLM: recommending by generating item codes\n"
                     "Each product is four new tokens: two from its text (semantic) and two from how people buy it "
-                    "(behaviour). A 135M model served in 4-bit writes the next item's code; beam search over the "
+                    "(behaviour). A 135M model (4-bit MLPs on CPU) writes the next item's code; beam search over the "
                     "catalogue's code tree keeps every answer a real product.")
         status = gr.Markdown(elem_id="status")
         with gr.Tab("Recommend"):

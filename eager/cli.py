@@ -44,8 +44,8 @@ def _add_serving(parser: argparse.ArgumentParser, default_dtype: str = "auto") -
     """How a checkpoint is rebuilt: serving precision and the backbone it was trained on."""
     # Spelled out (eager.serve.loader.DTYPES would import torch for every `eager --help`); a test ties them.
     parser.add_argument("--dtype", choices=["auto", "nf4", "nf4-mlp", "bf16", "fp32"], default=default_dtype,
-                        help=f"weights precision (default {default_dtype}; auto: NF4 on CPU, bf16 on CUDA; "
-                        "nf4-mlp: attention unquantised, MLPs NF4)")
+                        help=f"weights precision (default {default_dtype}; auto: nf4-mlp on CPU, bf16 on CUDA; "
+                        "nf4: every Linear 4-bit; nf4-mlp: the MLPs 4-bit, attention unquantised)")
     parser.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
     parser.add_argument("--no-cache", action="store_true",
                         help="rebuild the merged model from base + checkpoint instead of using the serving cache")

@@ -146,7 +146,7 @@ def test_nf4_serving_and_the_cpu_precision_choice(tiny_checkpoint, base_dir, tmp
 
     monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: False)
     choice = serve_loader.choose_serving("auto", "cpu")
-    assert (choice.dtype, choice.compute_dtype) == ("nf4", "fp32") and "no native bf16" in choice.reason
+    assert (choice.dtype, choice.compute_dtype) == ("nf4-mlp", "fp32") and "no native bf16" in choice.reason
     monkeypatch.setattr(serve_loader, "cpu_has_bf16", lambda: True)
     assert serve_loader.choose_serving("auto", "cpu").compute_dtype == "bf16"
     assert serve_loader.choose_serving("fp32", "cpu").compute_dtype == "fp32"
@@ -184,7 +184,7 @@ def test_bench_latency_and_throughput_cli(tiny_checkpoint, base_dir, capsys):
     assert report["histories"] == "test users" and report["engine"]["requests"] == 4
     assert report["engine"]["p50_s"] > 0 and report["hf_generate"]["p95_s"] >= report["hf_generate"]["p50_s"]
     assert report["speedup_p50"] > 0 and report["top1_agreement"] == 1.0
-    assert report["engine"]["peak_rss_mb"] > 0
+    assert report["engine"]["peak_rss_mb"] > 0 and report["prompt_tokens_mean"] > 5 * 4  # 5 items, ≥ 4 code tokens each
     assert main(["bench", "throughput", "--users", "12", "--batch", "4", *common]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["engine"]["users_per_s"] > 0 and report["users"] == 12

@@ -42,7 +42,7 @@ class DemoConfig:
     dataset: str = "beauty"
     data_root: str | None = None  # default: $EAGER_DATA_ROOT, else ./data
     checkpoints: str | None = None  # default: $EAGER_CHECKPOINTS, else ./checkpoints
-    dtype: str = "auto"  # NF4 on CPU, bf16 on CUDA (eager.serve.loader.choose_serving)
+    dtype: str = "auto"  # nf4-mlp on CPU, bf16 on CUDA (eager.serve.loader.choose_serving)
     beams: int = 20
     max_k: int = 20
     model_history: int = 20  # what the model reads (the training recipe's max history)

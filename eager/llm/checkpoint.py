@@ -169,8 +169,6 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
     """
     import bitsandbytes as bnb
 
-    torch.nn.Module.to(model, compute_dtype)  # the plain cast: a GGUF-loaded model refuses .to(dtype)
-
     def swap(module, prefix):
         for name, child in module.named_children():
             qualified = f"{prefix}{name}"
@@ -189,4 +187,9 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
                 swap(child, qualified + ".")
 
     swap(model, "")
+    # Cast what stays after quantising, tensor by tensor: casting the whole model first would hold
+    # every Linear in fp32 at once (the packed 4-bit weights are uint8 and are left alone).
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and tensor.dtype != compute_dtype:
+            tensor.data = tensor.data.to(compute_dtype)
     return model
