@@ -33,7 +33,7 @@ import torch
 
 from eager.data import load_dataset
 from eager.llm.backbone import load_backbone
-from eager.llm.checkpoint import LoadedModel, quantize_nf4, rebuild_merged
+from eager.llm.checkpoint import LoadedModel, is_transformer_linear, quantize_nf4, rebuild_merged
 from eager.llm.decode import CodeTrie
 from eager.llm.pipeline import evaluate_checkpoint
 
@@ -50,8 +50,7 @@ class NF4PlusDelta(torch.nn.Module):
 
 
 def transformer_linears(model) -> dict[str, torch.nn.Linear]:
-    return {n: m for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and m.weight.shape[0] != model.config.vocab_size}
+    return {n: m for n, m in model.named_modules() if is_transformer_linear(m, model.config.vocab_size)}
 
 
 def base_plus_delta(model, base_weights):

@@ -157,6 +157,11 @@ def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloa
     raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(SERVING_DTYPES)}")
 
 
+def is_transformer_linear(module: torch.nn.Module, vocab_size: int) -> bool:
+    """A Linear of the decoder layers: not the (tied) vocabulary head, which stays as the embeddings are."""
+    return isinstance(module, torch.nn.Linear) and module.weight.shape[0] != vocab_size
+
+
 def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,
                  keep: tuple[str, ...] = ()):
     """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay).
@@ -172,8 +177,7 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
     def swap(module, prefix):
         for name, child in module.named_children():
             qualified = f"{prefix}{name}"
-            if (isinstance(child, torch.nn.Linear) and child.weight.shape[0] != model.config.vocab_size
-                    and not any(part in qualified for part in keep)):
+            if is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep):
                 # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)

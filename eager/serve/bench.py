@@ -93,8 +93,7 @@ def latency(loaded: LoadedModel, histories: list[list[str]], k: int = 10, beams:
     engine = BeamSearchEngine.from_loaded(loaded)
     report: dict = {"k": k, "beams": beams, "history_items": len(histories[0])}
     # Prefill dominates a request's cost, so the prompt length says what the latency is for.
-    report["prompt_tokens_mean"] = round(statistics.fmean(
-        len(ids) for ids in loaded.tokenizer(engine.prompts(histories))["input_ids"]), 1)
+    report["prompt_tokens_mean"] = round(statistics.fmean(engine.prompt_lengths(histories)), 1)
     report["engine"], ours = _timed(lambda h: [r.key for r in engine.search([h], k, beams).recommendations[0]],
                                     histories, "engine", progress)
     if baseline:

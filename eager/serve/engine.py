@@ -94,6 +94,10 @@ class BeamSearchEngine:
     def prompts(self, histories: Sequence[Sequence[str]]) -> list[str]:
         return [seqrec_prompt(self.index, h, self.style.name) for h in histories]
 
+    def prompt_lengths(self, histories: Sequence[Sequence[str]]) -> list[int]:
+        """Tokens each history's prompt feeds the model, tokenised exactly as the search does."""
+        return _left_padded(self.tokenizer, self.prompts(histories), "cpu")["attention_mask"].sum(1).tolist()
+
     def _forward(self, input_ids, attention_mask, cache=None, last_only=True):
         """Log-probabilities of the token after ``input_ids`` (computing only the last logits), and the cache."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True,
