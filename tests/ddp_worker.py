@@ -15,7 +15,8 @@ from tests.tiny import TEST_RECIPE, load_tiny as _tiny, toy_index as _index  # n
 from eager.llm.code_tokens import add_code_tokens  # noqa: E402
 from eager.llm.decode import CodeTrie  # noqa: E402
 from eager.llm.tasks import build_samples  # noqa: E402
-from eager.llm.train import selection_cases, train_stage, validation_ranks, validation_score  # noqa: E402
+from eager.llm.train import train_stage  # noqa: E402
+from eager.llm.validation import selection_cases, validation_ranks, validation_score  # noqa: E402
 
 
 def main(base_dir: str, out_dir: str, batch_tokens: str = "") -> None:

@@ -73,7 +73,7 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
     table = (tmp_path / "search" / "search.md").read_text()
     assert "| fast | stage1.lr=0.05 | 3 |" in table and "failed: ValueError" in table
     # The floor: popularity on the same validation users, computed here by hand.
-    from eager.llm.train import selection_cases
+    from eager.llm.validation import selection_cases
 
     cases = selection_cases(cyclic_data, recipe)
     counts = {}
@@ -106,7 +106,7 @@ def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path
 def test_a_user_subset_trains_and_validates_on_those_users(cyclic_data, base_dir, tmp_path):
     from eager.llm.search import popularity_on_selection
     from eager.llm.tasks import build_samples
-    from eager.llm.train import selection_cases, training_users
+    from eager.llm.validation import selection_cases, training_users
 
     recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6)
     # Fewer trained users than validation users: selection must stop at the trained ones.

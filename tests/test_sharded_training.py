@@ -123,7 +123,7 @@ def test_padded_validation_rounds_search_but_score_only_real_cases(cyclic_data, 
     from eager.data.split import eval_cases
     from eager.llm.code_tokens import add_code_tokens
     from eager.llm.decode import CodeTrie
-    from eager.llm.train import validation_ranks
+    from eager.llm.validation import validation_ranks
     from eager.serve.engine import BeamSearchEngine
     from tests.tiny import load_tiny, toy_index
 

@@ -13,7 +13,8 @@ from eager.llm.code_tokens import add_code_tokens
 from eager.llm.decode import CodeTrie
 from eager.llm.recipes import GPU_LEASE_RECIPE, get_recipe
 from eager.llm.tasks import build_samples
-from eager.llm.train import StepBudget, train_stage
+from eager.llm.schedule import StepBudget
+from eager.llm.train import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_index
 
 
@@ -37,7 +38,7 @@ class FakeClock:
 
 def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
     clock = FakeClock(2.0)
-    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
     budget = StepBudget(total=10_000, warmup_ratio=0.0, max_minutes=1.0)  # 60 s at 2 s a step
     synced = []
     step = 0
@@ -54,7 +55,7 @@ def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
 def test_budget_gives_back_the_steps_slow_first_steps_took(monkeypatch):
     """Steps that get faster after the first fit (warm-up, loader workers) raise the count again."""
     clock = FakeClock(1.0)
-    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
     budget = StepBudget(total=1000, warmup_ratio=0.0, max_minutes=2.0)  # 120 s
     step, counts = 0, []
     while step < budget.total:
@@ -71,7 +72,7 @@ def test_budget_gives_back_the_steps_slow_first_steps_took(monkeypatch):
 
 def test_budget_never_extends_the_planned_steps_and_stops_hard(monkeypatch):
     clock = FakeClock(0.01)
-    monkeypatch.setattr("eager.llm.train.time.monotonic", clock)
+    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
     budget = StepBudget(total=20, warmup_ratio=0.1, max_minutes=5.0)
     for step in range(1, 21):
         clock.now += clock.per_step

@@ -37,7 +37,8 @@ from eager.llm.gct import DecompressionProjectors
 from eager.llm.recipes import TrainRecipe, Variant, with_gct
 from eager.llm.setup import backbone_for_index, merge_stage, prepare_backbone
 from eager.llm.tasks import build_samples
-from eager.llm.train import gct_tables, make_logger, train_stage, training_users
+from eager.llm.train import gct_tables, make_logger, train_stage
+from eager.llm.validation import training_users
 from eager.utils import artifacts_root
 
 

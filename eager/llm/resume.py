@@ -6,6 +6,9 @@ silently splice two runs into one checkpoint whose config describes neither. So 
 records the settings that shape the trajectory, and a run with different ones refuses to start,
 naming what differs, and leaves the file where it is; ``--restart`` sets it aside (renamed, never
 deleted) and starts afresh.
+
+The state also holds every process's global RNG (:func:`rng_states`): dropout draws from it, so a
+resumed run restores it (:func:`restore_rng_state`) to repeat an unbroken one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from eager.llm.recipes import StageConfig, TrainRecipe
 
@@ -65,3 +70,19 @@ def _flatten(value: Any, prefix: str = ""):
             yield from _flatten(inner, f"{prefix}{key}.")
     else:
         yield prefix[:-1], list(value) if isinstance(value, tuple) else value
+
+
+def rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every process's global RNG (dropout draws from it; the shares differ in size, so the streams differ)."""
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if world == 1:
+        return [state]
+    from accelerate.utils import gather_object
+
+    return gather_object([state])
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

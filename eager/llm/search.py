@@ -198,7 +198,7 @@ def run_search(
 
 def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, ranks: list) -> Evaluation:
     """A trial's validation as an evaluation of its selection users (ranks come in their order)."""
-    from eager.llm.train import selection_cases
+    from eager.llm.validation import selection_cases
 
     cases = selection_cases(data, recipe)
     users = [data.user_keys[c.user] for c in cases]
@@ -224,7 +224,7 @@ def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
     """The most-popular baseline on the very users the trainer validates on: the floor a trial must clear."""
     from eager.baselines.popularity import popularity_ranking
     from eager.eval.metrics import metrics_from_ranks, target_rank
-    from eager.llm.train import selection_cases
+    from eager.llm.validation import selection_cases
 
     cases = selection_cases(data, recipe)
     top, keys = popularity_ranking(data, 10), data.item_keys

@@ -8,7 +8,8 @@ wrapped layer's weights. Four things follow, each handled here so the training l
   parameter objects), so the base rows are kept frozen by masking the table's gradient after
   every backward (:class:`CodeRowGradients`), sharded or not;
 - saved weights are gathered into whole tensors first (:func:`full_tensor`), a collective that
-  every process runs, in the same order;
+  every process runs, in the same order, and so is the optimizer's state
+  (:func:`sharded_optimizer_state`, torch's distributed-checkpoint API);
 - validation's beam search calls the peft model below the FSDP root, so the root's own weights
   (embeddings, final norm) are gathered for it (:func:`inference_weights`), and every process runs
   the same number of search batches (:func:`lockstep_rounds`): each forward is a collective;
@@ -88,3 +89,22 @@ def inference_weights(module, sharded: bool):
 def lockstep_rounds(cases: int, world: int, batch_size: int) -> int:
     """Search batches every process runs when the cases are dealt round-robin: the first share's count."""
     return math.ceil(math.ceil(cases / world) / batch_size)
+
+
+def sharded_optimizer_state(module, optimizer) -> dict:
+    """The optimizer's state with whole tensors keyed by parameter name (torch's distributed checkpoint API)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_sharded_optimizer(module, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))

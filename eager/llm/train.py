@@ -4,7 +4,8 @@ One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the co
 the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU; the
 epoch kept is the one with the best validation NDCG@10 on a fixed subset of validation users;
 the state is written after every epoch so an interrupted run resumes where it stopped (a run
-with other settings refuses it: eager.llm.resume).
+with other settings refuses it: eager.llm.resume). The schedule is eager.llm.schedule's, model
+selection eager.llm.validation's.
 
 On CUDA, batches are tokenised and packed by DataLoader workers while the GPU trains, and the
 per-step losses stay on the device (no host sync per step). A stage with ``max_minutes`` fits its
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +27,6 @@ import torch
 from tqdm.auto import tqdm
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases
-from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.index.item_index import ItemIndex
 from eager.llm.attention import TrainingAttention
 from eager.llm.batching import (
@@ -41,7 +39,8 @@ from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
 from eager.llm.recipes import StageConfig, TrainRecipe
-from eager.llm.resume import check_resumable, run_settings, set_aside
+from eager.llm.resume import check_resumable, restore_rng_state, rng_states, run_settings, set_aside
+from eager.llm.schedule import StepBudget
 from eager.llm.setup import (
     attach_lora,
     first_code_row,
@@ -53,9 +52,11 @@ from eager.llm.sharding import (
     full_state,
     inference_weights,
     is_sharded,
-    lockstep_rounds,
+    load_sharded_optimizer,
+    sharded_optimizer_state,
 )
-from eager.llm.tasks import DEFAULT_PROMPT_STYLE, Sample
+from eager.llm.validation import selection_cases, shared_validation_score
+from eager.llm.tasks import Sample
 from eager.utils import seed_everything
 
 
@@ -66,59 +67,6 @@ PROGRESS_EVERY_S = 60.0
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class StepBudget:
-    """The stage's step count: the epochs' steps, capped by ``max_steps``, then fitted to ``max_minutes``.
-
-    The learning-rate schedule reads ``total`` on every step, so fitting it to the measured step
-    time reshapes the cosine to end when the time does. The step time is re-measured over windows
-    of doubling length (the first steps are slow: kernel selection, loader workers starting), and
-    the count is never raised above the epochs' plan. Under data parallelism the count is rank 0's
-    (``agree``), so every process stops at the same step. A resumed run gets a fresh budget.
-    """
-
-    CALIBRATE_AFTER = 3  # steps not timed (CUDA start-up, allocator warm-up)
-    FIRST_FIT = 10  # timed steps before the first fit; the next windows are 20, 40, 80, ... steps
-
-    def __init__(self, total: int, warmup_ratio: float, max_minutes: float | None,
-                 agree: Callable[[int], int] = lambda n: n, single_process: bool = True):
-        self.plan = self.total = total
-        self.warmup_ratio, self.agree = warmup_ratio, agree
-        self.seconds = None if max_minutes is None else 60.0 * max_minutes
-        self.single_process = single_process
-        self.fits = 0
-        self._mark: tuple[int, float] | None = None
-        self._next_fit = self.FIRST_FIT
-
-    def lr_factor(self, step: int) -> float:
-        warmup = int(self.warmup_ratio * self.total)
-        if step < warmup:
-            return step / max(1, warmup)
-        progress = (step - warmup) / max(1, self.total - warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-    def observe(self, step: int, run_steps: int, run_started: float, sync: Callable[[], None]) -> None:
-        """After every optimizer step: ``step`` of the stage; ``run_steps`` taken since ``run_started``."""
-        if self.seconds is None:
-            return
-        if self.single_process and time.monotonic() - run_started >= self.seconds:  # a hard stop
-            self.total = min(self.total, step)
-            return
-        if run_steps < self.CALIBRATE_AFTER:
-            return
-        # The device queue is drained at each mark (a handful per stage) so the clock means something.
-        if self._mark is None:
-            sync()
-            self._mark = (run_steps, time.monotonic())
-        elif run_steps - self._mark[0] >= self._next_fit:
-            sync()
-            now = time.monotonic()
-            per_step = (now - self._mark[1]) / (run_steps - self._mark[0])
-            left = self.seconds - (now - run_started)
-            self.total = self.agree(max(step, min(self.plan, step + int(left / per_step))))
-            self.fits += 1
-            self._mark, self._next_fit = (run_steps, now), self._next_fit * 2
 
 
 class CompiledLayers:
@@ -179,79 +127,6 @@ def make_accelerator(recipe: TrainRecipe):
         # Frozen embedding tables are buffers: never re-broadcast them every step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)],
     )
-
-
-def validation_ranks(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                     prompt_style: str = DEFAULT_PROMPT_STYLE, rounds: int | None = None,
-                     filler=None) -> list[int | None]:
-    """The held-out item's rank in constrained beam search for each of ``cases`` (None: not in the top 10).
-
-    ``rounds``: run exactly this many search batches, padding with ``filler`` cases whose ranks are
-    dropped (sharded models: every forward is a collective, so every process runs the same ones).
-    """
-    from eager.serve.engine import BeamSearchEngine
-
-    model.eval()
-    engine = BeamSearchEngine(model, tokenizer, index, trie.vocab, trie, prompt_style)
-    keys = data.item_keys
-    ranks = []
-    starts = range(0, len(cases), batch_size) if rounds is None else [i * batch_size for i in range(rounds)]
-    for start in starts:
-        chunk = cases[start : start + batch_size]
-        search = chunk or [filler]  # a padding round searches one throw-away case
-        recs = engine.search([[keys[i] for i in c.history] for c in search], k=min(10, beams), beams=beams).recommendations
-        ranks += [target_rank([r.key for r in rec], keys[c.target]) for rec, c in zip(recs, chunk)]
-    return ranks
-
-
-def validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                     prompt_style: str = DEFAULT_PROMPT_STYLE) -> dict[str, float]:
-    """Recall/NDCG@10 of constrained beam search on ``cases`` (used for model selection)."""
-    ranks = validation_ranks(model, tokenizer, index, trie, data, cases, beams, batch_size, prompt_style)
-    return metrics_from_ranks(ranks, (10,))
-
-
-def shared_validation_score(model, tokenizer, index, trie, data, cases, beams: int, batch_size: int,
-                            world: int, rank: int, prompt_style: str = DEFAULT_PROMPT_STYLE,
-                            sharded: bool = False) -> dict[str, float]:
-    """:func:`validation_score` with the cases split across the processes of a data-parallel run.
-
-    Also returns ``ranks``, each case's rank in the order of ``cases``, so two runs can be compared
-    user by user (:mod:`eager.eval.compare`).
-
-    Each process searches its own stride; the ranks are then gathered, and every process gets the
-    score of all the cases. Under DDP each searches with its own (identical, all-reduced) copy of the
-    model, outside the wrapper, so no collective runs inside the search. Under FSDP every forward
-    gathers weights from all processes, so all run the same number of search batches (``sharded``).
-    """
-    rounds = lockstep_rounds(len(cases), world, batch_size) if sharded else None
-    ranks = validation_ranks(model, tokenizer, index, trie, data, cases[rank::world], beams, batch_size, prompt_style,
-                             rounds=rounds, filler=cases[0] if cases else None)
-    if world > 1:
-        from accelerate.utils import gather_object
-
-        shares, ranks = gather_object([ranks]), [None] * len(cases)  # one share per process, in process order
-        for process, share in enumerate(shares):
-            ranks[process::world] = share  # back in the order of the cases, for paired comparisons
-    return {**metrics_from_ranks(ranks, (10,)), "users": len(ranks), "ranks": ranks}
-
-
-def training_users(data: InteractionData, recipe: TrainRecipe) -> list[int] | None:
-    """The users a ``max_users`` recipe trains on (seeded, so every stage and process agrees); None: all."""
-    if not recipe.max_users:
-        return None
-    return sorted(random.Random(recipe.seed).sample(range(data.num_users), min(recipe.max_users, data.num_users)))
-
-
-def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
-    """The validation cases model selection scores: a seeded sample of the users the recipe trains on."""
-    cases = eval_cases(data, "valid", recipe.max_history)
-    users = training_users(data, recipe)
-    if users is not None:
-        trained = set(users)
-        cases = [c for c in cases if c.user in trained]
-    rng = random.Random(recipe.seed)
-    return sorted(rng.sample(cases, min(recipe.eval_users, len(cases))), key=lambda c: c.user)
 
 
 def train_stage(
@@ -358,7 +233,7 @@ def train_stage(
         best_lora, best_rows = saved["best_lora"], saved["best_rows"]
         generator.set_state(saved["generator"])
         if len(saved.get("rng", [])) == world:  # each process's dropout stream goes on where it stopped
-            _set_rng_state(saved["rng"][rank], device)
+            restore_rng_state(saved["rng"][rank], device)
         if accelerator.is_main_process:
             log({"stage": stage_name, "resumed_at_epoch": start_epoch})
 
@@ -367,7 +242,7 @@ def train_stage(
     code_rows = CodeRowGradients(model, first_row)
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     if sharded_optimizer is not None:
-        _load_sharded_optimizer(module, optimizer, sharded_optimizer)
+        load_sharded_optimizer(module, optimizer, sharded_optimizer)
     run_started, run_steps = time.monotonic(), 0
     for epoch in range(start_epoch, epochs):
         if step >= budget.total:
@@ -436,8 +311,8 @@ def train_stage(
         # Whole tensors, gathered by every process alike (collectives under FSDP), written by one.
         lora_now, rows_now = lora_state(model), code_rows.code_rows(first_row)
         projectors_now = full_state(projectors.state_dict()) if projectors is not None else None
-        optimizer_now = _sharded_optimizer_state(module, optimizer) if sharded else optimizer.state_dict()
-        rng_now = _rng_states(device, world)
+        optimizer_now = sharded_optimizer_state(module, optimizer) if sharded else optimizer.state_dict()
+        rng_now = rng_states(device, world)
         if metrics["ndcg@10"] > best["ndcg@10"]:
             best = {**metrics, "epoch": epoch + 1, "ranks": ranks}
             best_lora, best_rows = lora_now, rows_now
@@ -468,41 +343,6 @@ def train_stage(
 def _mean_losses(sums: dict, count: int) -> dict[str, float]:
     """Each loss summed over the epoch's steps so far (device tensors), as a mean per step."""
     return {f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()}
-
-
-def _rng_states(device: torch.device, world: int) -> list[dict]:
-    """Every process's global RNG (dropout draws from it; the shares differ in size, so the streams differ)."""
-    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-    if world == 1:
-        return [state]
-    from accelerate.utils import gather_object
-
-    return gather_object([state])
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state["cuda"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _sharded_optimizer_state(module, optimizer) -> dict:
-    """The optimizer's state with whole tensors keyed by parameter name (torch's distributed checkpoint API)."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_optimizer_state_dict,
-    )
-
-    return get_optimizer_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _load_sharded_optimizer(module, optimizer, state: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_optimizer_state_dict,
-    )
-
-    set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def _min_over_ranks(value: int, device: torch.device) -> int:
