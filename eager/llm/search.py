@@ -23,6 +23,7 @@ from pathlib import Path
 from eager.data.dataset import InteractionData
 from eager.eval.compare import Evaluation, compare_evaluations
 from eager.llm.recipes import TrainRecipe, Variant
+from eager.llm.validation import selection_cases
 
 # What a trial is compared with its reference on (the trainer validates at 10).
 PAIRED_METRICS = ("recall@10", "ndcg@10")
@@ -198,8 +199,6 @@ def run_search(
 
 def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, ranks: list) -> Evaluation:
     """A trial's validation as an evaluation of its selection users (ranks come in their order)."""
-    from eager.llm.validation import selection_cases
-
     cases = selection_cases(data, recipe)
     users = [data.user_keys[c.user] for c in cases]
     return Evaluation(name, {u: data.item_keys[c.target] for u, c in zip(users, cases)}, dict(zip(users, ranks)),
@@ -224,7 +223,6 @@ def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
     """The most-popular baseline on the very users the trainer validates on: the floor a trial must clear."""
     from eager.baselines.popularity import popularity_ranking
     from eager.eval.metrics import metrics_from_ranks, target_rank
-    from eager.llm.validation import selection_cases
 
     cases = selection_cases(data, recipe)
     top, keys = popularity_ranking(data, 10), data.item_keys

@@ -55,8 +55,8 @@ from eager.llm.sharding import (
     load_sharded_optimizer,
     sharded_optimizer_state,
 )
-from eager.llm.validation import selection_cases, shared_validation_score
 from eager.llm.tasks import Sample
+from eager.llm.validation import selection_cases, shared_validation_score
 from eager.utils import seed_everything
 
 
