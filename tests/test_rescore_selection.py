@@ -1,0 +1,76 @@
+"""scripts/rescore_selection.py on the real Scientific data and the shipped checkpoint's recipe.
+
+The expensive half (beam search with the real backbone) is replaced by ``--ranks``, the file the
+script itself writes after searching; the user selection, the refusal of a trial validated on other
+users and the paired comparison run for real.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHECKPOINT = REPO / "checkpoints" / "scientific" / "wo_aat"
+
+
+def _run(*args: str, data_root) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EAGER_DATA_ROOT": str(data_root)}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "rescore_selection.py"), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+@pytest.fixture
+def selection_users(shared_data) -> list[str]:
+    from eager.data import load_dataset
+    from eager.llm.recipes import get_recipe
+    from eager.llm.validation import selection_cases
+
+    config = json.loads((CHECKPOINT / "config.json").read_text())
+    saved = config["recipe"]
+    data = load_dataset(config["dataset"], shared_data)
+    recipe = replace(get_recipe(saved["name"].split("+")[0]), seed=saved["seed"], eval_users=saved["eval_users"],
+                     max_history=saved["max_history"])
+    return [data.user_keys[c.user] for c in selection_cases(data, recipe)]
+
+
+def test_pairs_a_trial_with_the_checkpoint_on_the_same_users(shared_data, selection_users, tmp_path):
+    checkpoint_ranks = {u: (1 if i % 10 == 0 else None) for i, u in enumerate(selection_users)}  # 10 % hits at 1
+    (tmp_path / "ranks.json").write_text(json.dumps(checkpoint_ranks))
+    better = dict(checkpoint_ranks)
+    gained = [u for u in selection_users if better[u] is None][:25]
+    better.update({u: 2 for u in gained})  # the trial also finds 25 more targets, at rank 2
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "valid_ranks.json").write_text(json.dumps({"same": checkpoint_ranks, "better": better}))
+
+    same = _run(str(CHECKPOINT), str(tmp_path / "search"), "same", "--ranks", str(tmp_path / "ranks.json"),
+                data_root=shared_data)
+    assert same.returncode == 0, same.stderr
+    assert f"on {len(selection_users)} validation users: {{'recall@10': 0.1, 'ndcg@10': 0.1}}" in same.stdout
+    assert "| recall@10 | 0.1000 | 0.1000 | +0.0000 |" in same.stdout
+
+    out = tmp_path / "paired.json"
+    more = _run(str(CHECKPOINT), str(tmp_path / "search"), "better", "--ranks", str(tmp_path / "ranks.json"),
+                "--out", str(out), data_root=shared_data)
+    assert more.returncode == 0, more.stderr
+    result = json.loads(out.read_text())["comparison"]
+    recall = next(m for m in result["metrics"] if m["metric"] == "recall@10")
+    assert result["users"] == len(selection_users)
+    assert recall["difference"] == pytest.approx(25 / len(selection_users))
+    assert (recall["b_better_users"], recall["a_better_users"]) == (25, 0)
+    assert recall["ci_low"] > 0 and recall["p_value"] < 0.01
+
+
+def test_refuses_a_trial_validated_on_other_users(shared_data, selection_users, tmp_path):
+    (tmp_path / "valid_ranks.json").write_text(json.dumps({"other": {u: None for u in selection_users[:-3]}}))
+    run = _run(str(CHECKPOINT), str(tmp_path), "other", data_root=shared_data)
+    assert run.returncode != 0
+    assert "validated other users (3 of the checkpoint's 500 are missing)" in run.stderr
+    missing = _run(str(CHECKPOINT), str(tmp_path), "nope", data_root=shared_data)
+    assert missing.returncode != 0 and "no trial 'nope'" in missing.stderr and "['other']" in missing.stderr
