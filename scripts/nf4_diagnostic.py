@@ -96,13 +96,10 @@ def setups(merged, base_weights):
 
 
 def linear_bytes(model) -> int:
+    """Bytes of the transformer Linears' weights as stored (packed 4-bit + absmax, or dense)."""
     total = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if weight is None or isinstance(module, torch.nn.Embedding) or weight.shape[0] == model.config.vocab_size:
-            continue
-        if weight.dim() < 2 and not hasattr(weight, "quant_state"):
-            continue  # norms
+    for module in transformer_linears(model).values():
+        weight = module.weight
         total += weight.numel() * weight.element_size()
         state = getattr(weight, "quant_state", None)
         if state is not None:

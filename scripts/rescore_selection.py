@@ -21,9 +21,8 @@ from eager.data import load_dataset
 from eager.eval.compare import Evaluation, compare_evaluations, comparison_table
 from eager.eval.metrics import metrics_from_ranks
 from eager.llm.checkpoint import load_checkpoint
-from eager.llm.recipes import get_recipe
 from eager.llm.search import selection_evaluation
-from eager.llm.validation import selection_cases, validation_ranks
+from eager.llm.validation import recorded_selection_recipe, selection_cases, validation_ranks
 
 METRICS = ("recall@10", "ndcg@10")
 
@@ -47,10 +46,7 @@ def main() -> None:
             raise SystemExit(f"no trial {args.trial!r} in {args.search_dir}/valid_ranks.json (it has {sorted(trial_ranks)})")
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
     data = load_dataset(config["dataset"])
-    saved = config["recipe"]
-    # The selection users depend on these fields only; the rest of the recipe does not matter here.
-    recipe = replace(get_recipe(saved["name"].split("+")[0]), seed=saved["seed"], eval_users=saved["eval_users"],
-                     max_history=saved["max_history"], max_users=saved.get("max_users") or config.get("max_users"))
+    recipe = recorded_selection_recipe(config)
     cases = selection_cases(data, recipe)
     users = {data.user_keys[c.user] for c in cases}
     if trial_ranks is not None:

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,11 @@ def _run(*args: str, data_root) -> subprocess.CompletedProcess:
 @pytest.fixture
 def selection_users(shared_data) -> list[str]:
     from eager.data import load_dataset
-    from eager.llm.recipes import get_recipe
-    from eager.llm.validation import selection_cases
+    from eager.llm.validation import recorded_selection_recipe, selection_cases
 
     config = json.loads((CHECKPOINT / "config.json").read_text())
-    saved = config["recipe"]
     data = load_dataset(config["dataset"], shared_data)
-    recipe = replace(get_recipe(saved["name"].split("+")[0]), seed=saved["seed"], eval_users=saved["eval_users"],
-                     max_history=saved["max_history"])
+    recipe = recorded_selection_recipe(config)
     return [data.user_keys[c.user] for c in selection_cases(data, recipe)]
 
 

@@ -9,11 +9,12 @@ across processes and the ranks gathered, so every process keeps the same best ep
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
-from eager.llm.recipes import TrainRecipe
+from eager.llm.recipes import TrainRecipe, get_recipe
 from eager.llm.sharding import lockstep_rounds
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
@@ -89,3 +90,15 @@ def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
         cases = [c for c in cases if c.user in trained]
     rng = random.Random(recipe.seed)
     return sorted(rng.sample(cases, min(recipe.eval_users, len(cases))), key=lambda c: c.user)
+
+
+def recorded_selection_recipe(config: dict) -> TrainRecipe:
+    """A recipe that selects the same validation users as the run a checkpoint's ``config.json`` records.
+
+    Only the seed, ``eval_users``, ``max_users`` and ``max_history`` decide them; the rest is the named
+    recipe's (a search trial's name is ``recipe+trial``).
+    """
+    saved = config["recipe"]
+    return replace(get_recipe(saved["name"].split("+")[0]), seed=saved["seed"], eval_users=saved["eval_users"],
+                   max_history=saved["max_history"], max_users=saved.get("max_users") or config.get("max_users"))
+
