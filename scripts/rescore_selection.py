@@ -18,14 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from eager.data import load_dataset
-from eager.eval.compare import Evaluation, compare_evaluations, comparison_table
+from eager.eval.compare import compare_evaluations, comparison_table
 from eager.eval.metrics import metrics_from_ranks
 from eager.llm.checkpoint import load_checkpoint
-from eager.llm.search import selection_evaluation
+from eager.llm.search import PAIRED_METRICS, selection_evaluation
 from eager.llm.validation import recorded_selection_recipe, selection_cases, validation_ranks
-
-METRICS = ("recall@10", "ndcg@10")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -71,9 +68,9 @@ def main() -> None:
         return
     a = replace(selection_evaluation(data, recipe, Path(args.checkpoint).name, ranks),
                 source=f"checkpoint {args.checkpoint}")
-    b = Evaluation(args.trial, a.targets, {u: trial_ranks[args.trial][u] for u in a.targets},
-                   dataset=data.name, split="valid", source=f"{args.search_dir} trial {args.trial}")
-    result = compare_evaluations(a, b, METRICS)
+    trial = [trial_ranks[args.trial][data.user_keys[c.user]] for c in cases]
+    b = replace(selection_evaluation(data, recipe, args.trial, trial), source=f"{args.search_dir} trial {args.trial}")
+    result = compare_evaluations(a, b, PAIRED_METRICS)
     print(comparison_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "checkpoint_scores": scores,

@@ -101,4 +101,3 @@ def recorded_selection_recipe(config: dict) -> TrainRecipe:
     saved = config["recipe"]
     return replace(get_recipe(saved["name"].split("+")[0]), seed=saved["seed"], eval_users=saved["eval_users"],
                    max_history=saved["max_history"], max_users=saved.get("max_users") or config.get("max_users"))
-
