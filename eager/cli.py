@@ -141,6 +141,8 @@ def cmd_train(args) -> None:
         recipe = replace(recipe, eval_users=args.eval_users)
     if args.compile is not None:
         recipe = replace(recipe, compile=args.compile)
+    if args.train_seed is not None:
+        recipe = replace(recipe, train_seed=args.train_seed)
     if args.attention is not None:
         try:
             recipe = replace(recipe, attention=args.attention)
@@ -349,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--attention", choices=("sdpa", "varlen"),
                        help="attention of the packed training steps: sdpa over whole rows, or varlen, each sample "
                        "over its own length (default: the recipe's)")
+    train.add_argument("--train-seed", type=int,
+                       help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
+                       "users trained and validated stay the recipe's, so two seeds pair user by user")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
     train.set_defaults(func=cmd_train)
 

@@ -155,3 +155,33 @@ def test_train_and_search_help_name_every_recipe():
         sub = parser._subparsers._group_actions[0].choices[command]
         recipe_help = next(a.help for a in sub._actions if "--recipe" in a.option_strings)
         assert all(name in recipe_help for name in RECIPES), (command, recipe_help)
+
+
+def test_a_train_seed_changes_training_but_not_the_users(cyclic_data, base_dir, tmp_path):
+    """A second seed is paired with the first: same trained and validated users, other weights."""
+    from safetensors.torch import load_file
+
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6, max_users=10)
+    assert recipe.training_seed == recipe.seed and replace(recipe, train_seed=7).training_seed == 7
+    trials = [Trial("base"), Trial("same", (("train_seed", recipe.seed),)), Trial("seed7", (("train_seed", 7),))]
+    results = run_search(cyclic_data, get_variant("full"), recipe, trials, tmp_path / "search",
+                         tmp_path / "artifacts", base=str(base_dir), max_steps=3, progress=False,
+                         load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
+                         tables=toy_embeddings(cyclic_data))
+    by_name = {r["trial"]: r for r in results}
+    ranks = json.loads((tmp_path / "search" / "valid_ranks.json").read_text())
+    assert list(ranks["seed7"]) == list(ranks["base"])  # the same validation users, in the same order
+    assert "error" not in by_name["seed7"]["vs_reference"]  # so the two pair user by user
+
+    def weights(trial: str) -> dict:
+        files = sorted((tmp_path / "search" / trial).glob("*.safetensors"))
+        assert files, f"no weights in {trial}"
+        return {f"{f.name}/{k}": v for f in files for k, v in load_file(f).items()}
+
+    def samples(trial: str) -> int:
+        return json.loads((tmp_path / "search" / trial / "config.json").read_text())["stages"][0]["samples"]
+
+    base, same, seed7 = weights("base"), weights("same"), weights("seed7")
+    assert samples("seed7") == samples("base")  # the same 10 trained users
+    assert all((base[k] == same[k]).all() for k in base)  # train_seed = seed is the default run, exactly
+    assert any(not (base[k] == seed7[k]).all() for k in base)  # another seed trains otherwise

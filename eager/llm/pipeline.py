@@ -111,10 +111,10 @@ def train_variant(
     if variant.use_gct:
         tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
         projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables),
-                                             seed=recipe.seed)
+                                             seed=recipe.training_seed)
 
     stages = []
-    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.seed, users,
+    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.training_seed, users,
                             recipe.prompt_style)
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
                                              recipe, projectors, work, log, progress, restart)
@@ -127,7 +127,7 @@ def train_variant(
     else:
         model = model.merge_and_unload()
     if variant.use_aat:
-        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.seed + 1, users,
+        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.training_seed + 1, users,
                                  recipe.prompt_style)
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
                                                  recipe.stage2, recipe, None, work, log, progress, restart)

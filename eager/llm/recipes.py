@@ -49,12 +49,23 @@ class TrainRecipe:
     # share); model selection then validates those same users, as the protocol scores trained users.
     max_users: int | None = None
     eval_beams: int = 20
+    # `seed` picks the users (a max_users subset, the validation users of model selection);
+    # `train_seed`, when set, alone drives what is random in training: the LoRA start, the sample
+    # order and batches, prompt templates, the GCT projectors and negatives. Two runs that differ only
+    # in it train the same users and are selected on the same users, so they pair user by user: the
+    # run-to-run noise floor against which a lever's difference is read.
     seed: int = 42
+    train_seed: int | None = None
     bf16: bool = True  # on CUDA; CPU trains in fp32
     compile: bool = False  # torch.compile the decoder layers for the training steps (see CompiledLayers)
     # Attention of the packed training steps: "sdpa" (transformers' block-diagonal mask over whole rows)
     # or "varlen" (each sample attends over its own length only: eager.llm.attention). Needs pack_len.
     attention: str = "sdpa"
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of training's randomness (``train_seed``, else ``seed``)."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def __post_init__(self):
         from eager.llm.attention import ATTENTION_CHOICES

@@ -151,7 +151,7 @@ def train_stage(
     set aside so the stage starts from scratch."""
     accelerator = make_accelerator(recipe)
     device = accelerator.device
-    seed_everything(recipe.seed)
+    seed_everything(recipe.training_seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 validation matmuls (training runs in bf16 autocast)
     if stage.full_finetune:
@@ -178,7 +178,7 @@ def train_stage(
         lengths = approximate_lengths(samples)
 
     def epoch_batches(order: list[int], epoch: int) -> list[list[int]]:
-        return bucketed_batches(order, lengths, stage.batch_size, seed=recipe.seed + epoch, max_tokens=stage.batch_tokens)
+        return bucketed_batches(order, lengths, stage.batch_size, seed=recipe.training_seed + epoch, max_tokens=stage.batch_tokens)
 
     if stage.batch_tokens:  # how many batches a token budget cuts: plan one (unshuffled) share to count them
         steps_per_epoch = len(epoch_batches(list(range(len(samples) - len(samples) % world))[rank::world], 0))
@@ -194,7 +194,7 @@ def train_stage(
                         single_process=world == 1)
     # The scheduler stays outside accelerate so it steps once per optimizer step on every process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, budget.lr_factor)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.training_seed)
     gct = recipe.gct if projectors is not None else None
     cases = selection_cases(data, recipe)
     eval_batch = 64 if device.type == "cuda" else 8
