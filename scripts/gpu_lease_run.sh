@@ -10,7 +10,10 @@
 # and SASRec embeddings) and the backbone ($EAGER_BASE_GGUF); on the GPU machine .device/setup.sh and
 # scripts/device_inputs.sh export them (README: "The first GPU run").
 # $EAGER_RUN_SECONDS (default 540) is the whole run's budget; $EAGER_EVAL_SPLITS (default "test valid")
-# the splits evaluated after training. For a dry run on CPU:
+# the splits evaluated after training; $EAGER_CHECKPOINT (default checkpoints/DATASET/VARIANT) where
+# the checkpoint goes, e.g. a second seed beside the first:
+#   EAGER_TRAIN_ARGS="--max-steps 274,188 --train-seed 1" EAGER_CHECKPOINT=checkpoints/beauty/wo_gct-seed1 ...
+# For a dry run on CPU:
 #   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry
 # (a limited evaluation is not recorded into the checkpoint).
 set -uo pipefail
@@ -27,7 +30,7 @@ mkdir -p "$logs"
 started=$(date +%s)
 budget=${EAGER_RUN_SECONDS:-540}
 left() { echo $((budget - ($(date +%s) - started))); }
-ckpt="checkpoints/$dataset/$variant"
+ckpt=${EAGER_CHECKPOINT:-checkpoints/$dataset/$variant}
 log="$logs/run.log"
 
 {
