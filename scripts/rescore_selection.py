@@ -24,6 +24,7 @@ from eager.llm.checkpoint import load_checkpoint
 from eager.llm.search import PAIRED_METRICS, selection_evaluation
 from eager.llm.validation import recorded_selection_recipe, selection_cases, validation_ranks
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint")
