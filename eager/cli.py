@@ -228,13 +228,19 @@ def cmd_eval(args) -> None:
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
 
 
+def _paths(listed: str) -> list[str]:
+    return [path.strip() for path in listed.split(",") if path.strip()]
+
+
 def cmd_compare(args) -> None:
     from eager.eval.compare import comparison_table, compare_evaluations, read_evaluation
 
     names = args.names.split(",") if args.names else [None, None]
     if len(names) != 2:
         raise ValueError(f"--names takes two names, A,B (got {args.names!r})")
-    a, b = read_evaluation(args.a, names[0]), read_evaluation(args.b, names[1])
+    # Several comma-separated evaluations on a side are runs of one system (e.g. training seeds).
+    a = [read_evaluation(path, names[0]) for path in _paths(args.a)]
+    b = [read_evaluation(path, names[1]) for path in _paths(args.b)]
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
     if args.out:
@@ -395,8 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = stages.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
     compare.add_argument("a", help="evaluation A: a folder written by `eager eval` / `eager baseline` "
-                         "(predictions.jsonl + metrics.json) or a predictions.jsonl file")
-    compare.add_argument("b", help="evaluation B, of the same split and users")
+                         "(predictions.jsonl + metrics.json) or a predictions.jsonl file; several, comma-separated, "
+                         "are runs of one system (e.g. training seeds), averaged per user before the pairing")
+    compare.add_argument("b", help="evaluation B (one or several runs, as A), of the same split and users")
     compare.add_argument("--names", help="names for the table, A,B (default: the model each metrics.json names)")
     compare.add_argument("--metrics", default="recall@5,recall@10,ndcg@5,ndcg@10")
     compare.add_argument("--confidence", type=float, default=0.95)

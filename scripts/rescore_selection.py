@@ -1,6 +1,7 @@
 """Score a checkpoint on a search trial's validation users and compare the two user by user.
 
     EAGER_DATA_ROOT=../shared/data python scripts/rescore_selection.py CHECKPOINT [SEARCH_DIR TRIAL] [--ranks FILE] [--out FILE.json]
+        [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...]
 
 `eager search` compares its trials with the first one in the same search. A trial run in another
 search (another session, another variant) can still be paired with a shipped checkpoint when both
@@ -10,7 +11,9 @@ own validation (20-beam constrained search, fp32), prints its Recall/NDCG@10 (wh
 what its training recorded), then B − A for the trial (B) against the checkpoint (A) with the
 bootstrap interval and sign-flip p-value of `eager compare`. Without SEARCH_DIR and TRIAL it only
 scores the checkpoint. ``--ranks FILE`` keeps the checkpoint's per-user ranks: written when FILE
-does not exist, read (instead of searching again) when it does.
+does not exist, read (instead of searching again) when it does. ``--also-a`` / ``--also-b`` add
+other runs of either side (say, a second training seed of each, validated by another search on
+the same users): each user's scores are then averaged over a side's runs before the pairing.
 """
 import argparse
 import json
@@ -33,25 +36,25 @@ def main() -> None:
     parser.add_argument("--ranks", help="the checkpoint's per-user ranks: read if it exists, else written")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", help="write the scores and the comparison here (JSON)")
+    parser.add_argument("--also-a", action="append", default=[], metavar="SEARCH_DIR:TRIAL",
+                        help="another run of A (the checkpoint's system), e.g. its second training seed")
+    parser.add_argument("--also-b", action="append", default=[], metavar="SEARCH_DIR:TRIAL",
+                        help="another run of B (the trial's system)")
     args = parser.parse_args()
 
     if (args.search_dir is None) != (args.trial is None):
         raise SystemExit("give both SEARCH_DIR and TRIAL, or neither (to score the checkpoint only)")
-    trial_ranks = None
-    if args.trial:
-        trial_ranks = json.loads((Path(args.search_dir) / "valid_ranks.json").read_text())
-        if args.trial not in trial_ranks:
-            raise SystemExit(f"no trial {args.trial!r} in {args.search_dir}/valid_ranks.json (it has {sorted(trial_ranks)})")
+    if (args.also_a or args.also_b) and args.trial is None:
+        raise SystemExit("--also-a / --also-b add runs to a comparison: give SEARCH_DIR and TRIAL too")
+    more_a = [_search_trial(spec) for spec in args.also_a]  # A's first run is the checkpoint itself
+    runs_b = [(args.search_dir, args.trial), *map(_search_trial, args.also_b)] if args.trial else []
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
     data = load_dataset(config["dataset"])
     recipe = recorded_selection_recipe(config)
     cases = selection_cases(data, recipe)
-    users = {data.user_keys[c.user] for c in cases}
-    if trial_ranks is not None:
-        missing = users - set(trial_ranks[args.trial])
-        if missing:
-            raise SystemExit(f"trial {args.trial!r} validated other users ({len(missing)} of the checkpoint's "
-                             f"{len(users)} are missing): the two were selected with different seeds, eval_users or max_users")
+    users = [data.user_keys[c.user] for c in cases]
+    more_a_ranks = [_trial_ranks(*run, users) for run in more_a]
+    b_ranks = [_trial_ranks(*run, users) for run in runs_b]
 
     saved_ranks = Path(args.ranks) if args.ranks else None
     if saved_ranks is not None and saved_ranks.exists():
@@ -65,18 +68,46 @@ def main() -> None:
             saved_ranks.write_text(json.dumps({data.user_keys[c.user]: r for c, r in zip(cases, ranks)}) + "\n")
     scores = metrics_from_ranks(ranks, (10,))
     print(f"{args.checkpoint} on {len(cases)} validation users:", {k: round(v, 4) for k, v in scores.items()})
-    if trial_ranks is None:
+    if not runs_b:
         return
-    a = replace(selection_evaluation(data, recipe, Path(args.checkpoint).name, ranks),
-                source=f"checkpoint {args.checkpoint}")
-    trial = [trial_ranks[args.trial][data.user_keys[c.user]] for c in cases]
-    b = replace(selection_evaluation(data, recipe, args.trial, trial), source=f"{args.search_dir} trial {args.trial}")
+    a = [replace(selection_evaluation(data, recipe, Path(args.checkpoint).name, ranks),
+                 source=f"checkpoint {args.checkpoint}")]
+    a += [_trial_evaluation(data, recipe, run, run_ranks) for run, run_ranks in zip(more_a, more_a_ranks)]
+    b = [_trial_evaluation(data, recipe, run, run_ranks) for run, run_ranks in zip(runs_b, b_ranks)]
     result = compare_evaluations(a, b, PAIRED_METRICS)
     print(comparison_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "checkpoint_scores": scores,
                                               "search_dir": args.search_dir, "trial": args.trial,
+                                              "also_a": args.also_a, "also_b": args.also_b,
                                               "comparison": result}, indent=1, default=str) + "\n")
+
+
+def _search_trial(spec: str) -> tuple[str, str]:
+    search_dir, sep, trial = spec.rpartition(":")
+    if not sep or not search_dir or not trial:
+        raise SystemExit(f"{spec!r}: give another run as SEARCH_DIR:TRIAL (an `eager search --out` folder and a trial name)")
+    return search_dir, trial
+
+
+def _trial_ranks(search_dir: str, trial: str, users: list[str]) -> list:
+    """The trial's ranks in the checkpoint's user order; a trial validated on other users is refused."""
+    ranks_file = Path(search_dir) / "valid_ranks.json"
+    if not ranks_file.is_file():
+        raise SystemExit(f"{ranks_file}: not found; give a folder written by `eager search --out`")
+    trial_ranks = json.loads(ranks_file.read_text())
+    if trial not in trial_ranks:
+        raise SystemExit(f"no trial {trial!r} in {ranks_file} (it has {sorted(trial_ranks)})")
+    missing = set(users) - set(trial_ranks[trial])
+    if missing:
+        raise SystemExit(f"trial {trial!r} validated other users ({len(missing)} of the checkpoint's "
+                         f"{len(users)} are missing): the two were selected with different seeds, eval_users or max_users")
+    return [trial_ranks[trial][u] for u in users]
+
+
+def _trial_evaluation(data, recipe, run: tuple[str, str], ranks: list):
+    search_dir, trial = run
+    return replace(selection_evaluation(data, recipe, trial, ranks), source=f"{search_dir} trial {trial}")
 
 
 if __name__ == "__main__":

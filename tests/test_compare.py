@@ -132,3 +132,42 @@ def test_compare_command(cyclic_data, tmp_path, capsys):
     assert "| recall@10 |" in table and "A: weak" in table and "≤ 0.004" in table  # p at its floor, 2/500
     assert main(["compare", str(a_dir), str(tmp_path / "missing")]) == 2
     assert "no predictions to compare" in capsys.readouterr().err
+
+
+@given(st.lists(st.tuples(*[st.one_of(st.none(), st.integers(1, 12))] * 4), min_size=2, max_size=40),
+       st.sampled_from(["recall@10", "ndcg@5"]))
+@settings(max_examples=25, deadline=None)
+def test_runs_of_one_system_are_averaged_per_user_before_pairing(rows, metric):
+    a1, b1 = _evaluation([r[0] for r in rows], [r[1] for r in rows])
+    a2, b2 = _evaluation([r[2] for r in rows], [r[3] for r in rows])
+    pooled = compare_evaluations([a1, a2], [b1, b2], metrics=[metric], resamples=RESAMPLES)
+    row = pooled["metrics"][0]
+    singles = [compare_evaluations(a, b, metrics=[metric], resamples=RESAMPLES)["metrics"][0] for a, b in ((a1, b1), (a2, b2))]
+    assert row["a_runs"] == [s["a"] for s in singles] and row["b_runs"] == [s["b"] for s in singles]
+    assert row["difference"] == pytest.approx(np.mean([s["difference"] for s in singles]), abs=1e-12)
+    per_user = {name: np.mean([user_metric([r[i] for r in rows], metric) for i in idx], axis=0)
+                for name, idx in (("a", (0, 2)), ("b", (1, 3)))}
+    assert row["b_better_users"] == int((per_user["b"] > per_user["a"]).sum())
+    assert row["a_better_users"] == int((per_user["a"] > per_user["b"]).sum())
+    assert (pooled["a"]["runs"], pooled["b"]["runs"]) == (2, 2)
+    # A side of one run is the plain comparison, field for field.
+    assert compare_evaluations([a1], [b1], metrics=[metric], resamples=RESAMPLES) == \
+        compare_evaluations(a1, b1, metrics=[metric], resamples=RESAMPLES)
+
+
+def test_runs_pooled_on_one_side_must_cover_the_same_users(cyclic_data, tmp_path, capsys):
+    first, first_report = _write(cyclic_data, tmp_path, "seed1", lambda n: 2 if n % 3 == 0 else None)
+    second, second_report = _write(cyclic_data, tmp_path, "seed2", lambda n: 1 if n % 3 == 1 else None)
+    other, _ = _write(cyclic_data, tmp_path, "other", lambda n: 1 if n % 2 else None)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join((second / "predictions.jsonl").read_text().splitlines(keepends=True)[:5]))
+    with pytest.raises(ValueError, match="not the same users"):
+        compare_evaluations([read_evaluation(first), read_evaluation(partial)], read_evaluation(other))
+    with pytest.raises(ValueError, match="side A has no evaluations"):
+        compare_evaluations([], read_evaluation(other))
+    assert main(["compare", f"{first},{second}", str(other), "--names", "pooled,other",
+                 "--resamples", str(RESAMPLES), "--metrics", "recall@10"]) == 0
+    table = capsys.readouterr().out
+    assert "A: pooled, mean of 2 runs" in table and "B: other (" in table
+    mean = (first_report["recall@10"] + second_report["recall@10"]) / 2
+    assert f"| recall@10 | {mean:.4f} ({first_report['recall@10']:.4f}, {second_report['recall@10']:.4f}) |" in table

@@ -70,3 +70,36 @@ def test_refuses_a_trial_validated_on_other_users(shared_data, selection_users, 
     assert "validated other users (3 of the checkpoint's 500 are missing)" in run.stderr
     missing = _run(str(CHECKPOINT), str(tmp_path), "nope", data_root=shared_data)
     assert missing.returncode != 0 and "no trial 'nope'" in missing.stderr and "['other']" in missing.stderr
+
+
+def test_pools_second_seeds_of_both_sides(shared_data, selection_users, tmp_path):
+    n = len(selection_users)
+    seed1_a = {u: (1 if i % 10 == 0 else None) for i, u in enumerate(selection_users)}
+    (tmp_path / "ranks.json").write_text(json.dumps(seed1_a))
+    seed2_a = {u: (1 if i % 10 == 1 else None) for i, u in enumerate(selection_users)}
+    # B finds what A finds on each seed and 20 more users on seed 1 only: averaged, +10 users' worth.
+    seed1_b = dict(seed1_a) | {u: 3 for u in selection_users[2::10][:20]}
+    seed2_b = dict(seed2_a)
+    for name, ranks in (("first", {"b": seed1_b}), ("second", {"a": seed2_a, "b": seed2_b})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "valid_ranks.json").write_text(json.dumps(ranks))
+
+    out = tmp_path / "pooled.json"
+    run = _run(str(CHECKPOINT), str(tmp_path / "first"), "b", "--ranks", str(tmp_path / "ranks.json"),
+               "--also-a", f"{tmp_path / 'second'}:a", "--also-b", f"{tmp_path / 'second'}:b", "--out", str(out),
+               data_root=shared_data)
+    assert run.returncode == 0, run.stderr
+    assert "A: wo_aat, mean of 2 runs" in run.stdout and "B: b, mean of 2 runs" in run.stdout
+    result = json.loads(out.read_text())["comparison"]
+    recall = next(m for m in result["metrics"] if m["metric"] == "recall@10")
+    assert recall["a_runs"] == [0.1, 0.1] and recall["b_runs"] == [pytest.approx(0.1 + 20 / n), 0.1]
+    assert recall["difference"] == pytest.approx(10 / n)
+    assert (recall["b_better_users"], recall["a_better_users"]) == (20, 0)
+
+    short = {"a": {u: None for u in selection_users[:-1]}}
+    (tmp_path / "second" / "valid_ranks.json").write_text(json.dumps(short))
+    refused = _run(str(CHECKPOINT), str(tmp_path / "first"), "b", "--ranks", str(tmp_path / "ranks.json"),
+                   "--also-a", f"{tmp_path / 'second'}:a", data_root=shared_data)
+    assert refused.returncode != 0 and "trial 'a' validated other users (1 of" in refused.stderr
+    malformed = _run(str(CHECKPOINT), str(tmp_path / "first"), "b", "--also-b", "no-colon", data_root=shared_data)
+    assert malformed.returncode != 0 and "give another run as SEARCH_DIR:TRIAL" in malformed.stderr

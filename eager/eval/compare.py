@@ -7,6 +7,12 @@ means (B − A), a bootstrap confidence interval of it over users, a two-sided s
 p-value (under "no difference" each user's pair is exchangeable), and how many users each system
 serves better. The resampling is scipy's; both are seeded, so a comparison repeats exactly.
 
+Either side may be several runs of one system (training seeds, say): each user's metric is then
+the mean over that side's runs before the pairing, so what is tested is the seed-averaged
+difference, and each run's own mean is reported beside it. The interval is still one over users,
+for these runs: two seeds average out much of a single run's luck but do not measure how far a
+third would land.
+
 An evaluation is what the harness writes: a folder with ``predictions.jsonl`` (user, target,
 ranked keys) and usually ``metrics.json`` (dataset, split, model), or the jsonl file itself.
 """
@@ -14,9 +20,9 @@ ranked keys) and usually ``metrics.json`` (dataset, split, model), or the jsonl 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 from scipy import stats
@@ -54,6 +60,8 @@ class MetricComparison:
     p_value: float
     b_better_users: int
     a_better_users: int
+    a_runs: tuple[float, ...] = ()  # each run's own mean when a side is several runs
+    b_runs: tuple[float, ...] = ()
 
     @property
     def relative(self) -> float | None:
@@ -106,39 +114,81 @@ def _check_comparable(a: Evaluation, b: Evaluation) -> list[str]:
     return users
 
 
+Runs = Union[Evaluation, Sequence[Evaluation]]
+
+
+def _as_runs(side: Runs, label: str) -> list[Evaluation]:
+    """One side's runs; several must be of the same users and targets, or their mean means nothing."""
+    runs = [side] if isinstance(side, Evaluation) else list(side)
+    if not runs:
+        raise ValueError(f"side {label} has no evaluations to compare")
+    for other in runs[1:]:
+        _check_comparable(runs[0], other)
+    return runs
+
+
 def compare_evaluations(
-    a: Evaluation,
-    b: Evaluation,
+    a: Runs,
+    b: Runs,
     metrics: Sequence[str] = DEFAULT_METRICS,
     confidence: float = 0.95,
     resamples: int = 9999,
     seed: int = 0,
 ) -> dict:
-    """B against A on every user both evaluated: per metric, B − A with its CI and p-value."""
+    """B against A on every user both evaluated: per metric, B − A with its CI and p-value.
+
+    A and B are each one evaluation or several runs of one system (averaged per user first).
+    """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
-    users = _check_comparable(a, b)
-    rank_a, rank_b = [a.ranks[u] for u in users], [b.ranks[u] for u in users]
+    runs_a, runs_b = _as_runs(a, "A"), _as_runs(b, "B")
+    users = _check_comparable(runs_a[0], runs_b[0])
     rows = []
     for metric in metrics:
         _, k = parse_metric(metric)
-        for e in (a, b):
+        for e in runs_a + runs_b:
             if e.depth is not None and k > e.depth:
                 raise ValueError(f"{metric} needs {k} ranked items per user, but {e.source} ranks at most {e.depth}: "
                                  f"choose K ≤ {e.depth} or evaluate deeper")
-        va, vb = np.array(user_metric(rank_a, metric)), np.array(user_metric(rank_b, metric))
-        rows.append(_compare_metric(metric, va, vb, confidence, resamples, seed))
-    return {"a": {"name": a.name, "source": a.source}, "b": {"name": b.name, "source": b.source},
-            "dataset": a.dataset or b.dataset, "split": a.split or b.split, "users": len(users),
-            "confidence": confidence, "resamples": resamples, "seed": seed,
-            "metrics": [asdict(r) | {"relative": r.relative} for r in rows]}
+        per_run_a = [np.array(user_metric([e.ranks[u] for u in users], metric)) for e in runs_a]
+        per_run_b = [np.array(user_metric([e.ranks[u] for u in users], metric)) for e in runs_b]
+        row = _compare_metric(metric, np.mean(per_run_a, axis=0), np.mean(per_run_b, axis=0), confidence,
+                              resamples, seed)
+        if len(runs_a) > 1 or len(runs_b) > 1:
+            row = replace(row, a_runs=tuple(_harness_mean(v) for v in per_run_a),
+                          b_runs=tuple(_harness_mean(v) for v in per_run_b))
+        rows.append(row)
+    return {"a": _side(runs_a), "b": _side(runs_b),
+            "dataset": runs_a[0].dataset or runs_b[0].dataset, "split": runs_a[0].split or runs_b[0].split,
+            "users": len(users), "confidence": confidence, "resamples": resamples, "seed": seed,
+            "metrics": [_row_dict(r) for r in rows]}
+
+
+def _row_dict(row: MetricComparison) -> dict:
+    fields = asdict(row) | {"relative": row.relative}
+    for runs in ("a_runs", "b_runs"):  # only a pooled comparison has them; lists, as JSON gives them back
+        fields[runs] = list(fields[runs])
+        if not fields[runs]:
+            del fields[runs]
+    return fields
+
+
+def _side(runs: list[Evaluation]) -> dict:
+    side = {"name": runs[0].name, "source": runs[0].source}
+    if len(runs) > 1:
+        side |= {"runs": len(runs), "sources": [e.source for e in runs]}
+    return side
+
+
+def _harness_mean(values: np.ndarray) -> float:
+    # A plain sum over users, as the harness computes its means, so one run repeats metrics.json exactly.
+    return float(sum(values.tolist()) / len(values))
 
 
 def _compare_metric(metric: str, va: np.ndarray, vb: np.ndarray, confidence: float, resamples: int,
                     seed: int) -> MetricComparison:
     diff = vb - va
-    # The means as the harness computes them (a plain sum over users), so A and B repeat metrics.json.
-    mean_a, mean_b = float(sum(va.tolist()) / len(va)), float(sum(vb.tolist()) / len(vb))
+    mean_a, mean_b = _harness_mean(va), _harness_mean(vb)
     if not diff.any():  # identical on every user: nothing to resample
         low = high = 0.0
         p_value = 1.0
@@ -156,10 +206,9 @@ def _compare_metric(metric: str, va: np.ndarray, vb: np.ndarray, confidence: flo
 
 
 def comparison_table(result: dict) -> str:
-    """The comparison as a Markdown table, A and B named above it."""
+    """The comparison as a Markdown table, A and B named above it (with each run's mean when pooled)."""
     pct = round(result["confidence"] * 100)
-    lines = [f"A: {result['a']['name']} ({result['a']['source']})",
-             f"B: {result['b']['name']} ({result['b']['source']})",
+    lines = [_side_line("A", result["a"]), _side_line("B", result["b"]),
              f"{result['dataset'] or '?'} {result['split'] or '?'}, {result['users']} users in both; "
              f"{pct} % bootstrap interval and sign-flip p-value from {result['resamples']} resamples, seed {result['seed']}",
              "",
@@ -170,7 +219,19 @@ def comparison_table(result: dict) -> str:
     for m in result["metrics"]:
         p = f"≤ {floor:.2g}" if m["p_value"] <= floor * (1 + 1e-9) else f"{m['p_value']:.3g}"
         relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
-        lines.append(f"| {m['metric']} | {m['a']:.4f} | {m['b']:.4f} | {m['difference']:+.4f} | "
-                     f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
+        lines.append(f"| {m['metric']} | {_mean_cell(m['a'], m.get('a_runs'))} | {_mean_cell(m['b'], m.get('b_runs'))} | "
+                     f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
                      f"{m['b_better_users']} / {m['a_better_users']} |")
     return "\n".join(lines)
+
+
+def _side_line(label: str, side: dict) -> str:
+    if side.get("runs", 1) == 1:
+        return f"{label}: {side['name']} ({side['source']})"
+    return f"{label}: {side['name']}, mean of {side['runs']} runs ({'; '.join(side['sources'])})"
+
+
+def _mean_cell(mean: float, runs: Sequence[float] | None) -> str:
+    if not runs or len(runs) == 1:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ({', '.join(f'{r:.4f}' for r in runs)})"
