@@ -87,6 +87,11 @@ def cmd_data_prepare(args) -> None:
         _print(data.stats(), False)
 
 
+def _comma_list(text: str) -> list[str]:
+    """A comma-separated argument's entries, stripped, empty ones dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _metrics_line(report: dict) -> dict:
     keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20")
     return {k: round(report[k], 4) for k in keys if k in report} | {"users": report["users"]}
@@ -184,7 +189,7 @@ def cmd_recommend(args) -> None:
 
     loaded, _, _ = _load_serving(args)
     data = load_dataset(loaded.config["dataset"], args.data_root)
-    history = [k.strip() for k in args.history.split(",") if k.strip()]
+    history = _comma_list(args.history)
     recs = recommend_keys(loaded, data, history, args.k, args.beams)
     titles = dict(zip(data.item_keys, data.titles))
     rows = [{"rank": r + 1, "key": x.key, "code": x.code, "score": round(x.score, 4), "title": titles.get(x.key, "")}
@@ -228,10 +233,6 @@ def cmd_eval(args) -> None:
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
 
 
-def _paths(listed: str) -> list[str]:
-    return [path.strip() for path in listed.split(",") if path.strip()]
-
-
 def cmd_compare(args) -> None:
     from eager.eval.compare import comparison_table, compare_evaluations, read_evaluation
 
@@ -239,9 +240,9 @@ def cmd_compare(args) -> None:
     if len(names) != 2:
         raise ValueError(f"--names takes two names, A,B (got {args.names!r})")
     # Several comma-separated evaluations on a side are runs of one system (e.g. training seeds).
-    a = [read_evaluation(path, names[0]) for path in _paths(args.a)]
-    b = [read_evaluation(path, names[1]) for path in _paths(args.b)]
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    a = [read_evaluation(path, names[0]) for path in _comma_list(args.a)]
+    b = [read_evaluation(path, names[1]) for path in _comma_list(args.b)]
+    metrics = _comma_list(args.metrics)
     result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
