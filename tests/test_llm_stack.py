@@ -111,11 +111,14 @@ def test_a_long_epoch_logs_its_progress_before_it_ends(cyclic_data, base_dir, tm
     trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
     samples = build_samples(cyclic_data, index, ("seqrec",))
     records = []
-    train_stage("stage2", model, tok, index, trie, cyclic_data, samples, replace(TEST_RECIPE.stage2, max_steps=3),
+    train_stage("stage2", model, tok, index, trie, cyclic_data, samples, replace(TEST_RECIPE.stage2, max_steps=5),
                 TEST_RECIPE, None, tmp_path, records.append, progress=False)
     during = [r for r in records if r.get("in_epoch")]
-    assert [r["step"] for r in during] == [1, 2, 3]
-    assert all(r["planned_steps"] == 3 and r["tokens_per_s"] > 0 and math.isfinite(r["loss_lm"]) for r in during)
+    assert [r["step"] for r in during] == [1, 2, 3, 4, 5]
+    assert all(r["planned_steps"] == 5 and r["tokens_per_s"] > 0 and math.isfinite(r["loss_lm"]) for r in during)
+    # The steady rate (past the first steps' start-up) appears once there are steps to time after them.
+    assert [("tokens_per_s_steady" in r) for r in during] == [False, False, False, True, True]
+    assert all(r["tokens_per_s_steady"] > 0 for r in during[3:])
     assert "valid_ndcg@10" in records[-1] and not records[-1].get("in_epoch")  # the epoch's own record comes last
 
 

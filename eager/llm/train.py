@@ -285,9 +285,16 @@ def train_stage(
                     bar.set_postfix(loss=f"{losses['loss'].item():.3f}", steps=budget.total)
                 now = time.monotonic()
                 if accelerator.is_main_process and now >= next_report:
+                    # The step never waits on the GPU, so the host's clock runs ahead of the work it
+                    # queued: once a minute, wait for it, so these rates stand alone (a run stopped
+                    # before its epoch ends leaves them as its only measurement).
+                    sync()
+                    now = time.monotonic()
+                    rates = {"tokens_per_s": round(tokens / (now - started))}
+                    if steady_from is not None and count > StepBudget.CALIBRATE_AFTER:
+                        rates["tokens_per_s_steady"] = round((tokens - steady_from[1]) / max(now - steady_from[0], 1e-9))
                     log({"stage": stage_name, "epoch": epoch + 1, "step": step, "planned_steps": budget.total,
-                         "in_epoch": True, "seconds": round(now - started, 1),
-                         "tokens_per_s": round(tokens / (now - started)), **_mean_losses(sums, count)})
+                         "in_epoch": True, "seconds": round(now - started, 1), **rates, **_mean_losses(sums, count)})
                     next_report = now + PROGRESS_EVERY_S
         sync()
         finished = time.monotonic()
