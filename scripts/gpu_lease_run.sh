@@ -30,6 +30,14 @@ mkdir -p "$logs"
 started=$(date +%s)
 budget=${EAGER_RUN_SECONDS:-540}
 left() { echo $((budget - ($(date +%s) - started))); }
+splits=${EAGER_EVAL_SPLITS:-test valid}
+# The gpu-lease recipe trains for ~250 s on an H200 (both stages, their validation, loading) and each
+# split takes ~60 s: a smaller budget stops the run before its checkpoint (a 325 s test-only wo_dki
+# run did on 2026-11-27), so say so before spending the lease on it.
+need=$((280 + 60 * $(echo $splits | wc -w)))
+if [ "$recipe" = gpu-lease ] && [ "$budget" -lt "$need" ]; then
+  echo "warning: EAGER_RUN_SECONDS=$budget is under the ~$need s a gpu-lease run with '$splits' needs; it may stop before the checkpoint" >&2
+fi
 ckpt=${EAGER_CHECKPOINT:-checkpoints/$dataset/$variant}
 log="$logs/run.log"
 
@@ -57,7 +65,7 @@ cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.json
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 
-for split in ${EAGER_EVAL_SPLITS:-test valid}; do
+for split in $splits; do
   if [ "$(left)" -lt 60 ] || [ ! -f "$ckpt/manifest.json" ]; then
     echo "eval $split: skipped ($(left) s left)"
     continue
