@@ -290,18 +290,15 @@ def train_stage(
                     # before its epoch ends leaves them as its only measurement).
                     sync()
                     now = time.monotonic()
-                    rates = {"tokens_per_s": round(tokens / (now - started))}
-                    if steady_from is not None and count > StepBudget.CALIBRATE_AFTER:
-                        rates["tokens_per_s_steady"] = round((tokens - steady_from[1]) / max(now - steady_from[0], 1e-9))
                     log({"stage": stage_name, "epoch": epoch + 1, "step": step, "planned_steps": budget.total,
-                         "in_epoch": True, "seconds": round(now - started, 1), **rates, **_mean_losses(sums, count)})
+                         "in_epoch": True, "seconds": round(now - started, 1),
+                         "tokens_per_s": round(tokens / (now - started)), **_steady_rate(steady_from, count, now, tokens),
+                         **_mean_losses(sums, count)})
                     next_report = now + PROGRESS_EVERY_S
         sync()
         finished = time.monotonic()
         seconds = finished - started
-        speed = {}  # the epoch's rate past start-up, and its peak GPU memory
-        if steady_from is not None and count > StepBudget.CALIBRATE_AFTER:
-            speed["tokens_per_s_steady"] = round((tokens - steady_from[1]) / max(finished - steady_from[0], 1e-9))
+        speed = _steady_rate(steady_from, count, finished, tokens)  # and below, the peak GPU memory
         if device.type == "cuda":
             speed["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
             torch.cuda.reset_peak_memory_stats(device)
@@ -350,6 +347,15 @@ def train_stage(
 def _mean_losses(sums: dict, count: int) -> dict[str, float]:
     """Each loss summed over the epoch's steps so far (device tensors), as a mean per step."""
     return {f"loss_{k}": float(v) / max(count, 1) for k, v in sums.items()}
+
+
+def _steady_rate(steady_from: tuple[float, int] | None, count: int, now: float, tokens: int) -> dict[str, int]:
+    """``tokens_per_s_steady`` from the step that ended calibration (start-up, compiling) to ``now``,
+    once steps after it have been timed; empty before."""
+    if steady_from is None or count <= StepBudget.CALIBRATE_AFTER:
+        return {}
+    started, tokens_then = steady_from
+    return {"tokens_per_s_steady": round((tokens - tokens_then) / max(now - started, 1e-9))}
 
 
 def _min_over_ranks(value: int, device: torch.device) -> int:
