@@ -48,7 +48,7 @@ try:
 except OSError:
     print("no search.json: no trial finished")
 for log in sorted(out.glob("*.jsonl")):
-    progress = [json.loads(line) for line in log.read_text().splitlines() if '"in_epoch"' in line]
+    progress = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("in_epoch")]
     if progress:
         print(log.name, "last progress:", {k: progress[-1].get(k) for k in ("step", "seconds", "tokens_per_s", "tokens_per_s_steady")})
 PY
