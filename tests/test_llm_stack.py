@@ -176,6 +176,32 @@ def test_nf4_quantisation_runs_on_cpu_and_stays_close():
     assert torch.nn.functional.cosine_similarity(reference.flatten(), logits.flatten(), dim=0) > 0.95
 
 
+def test_nf4_leaves_linears_that_do_not_fit_its_blocks_unquantised_and_still_runs(caplog):
+    """A Linear whose inputs are not a whole number of blocks stays as it is (bitsandbytes' AVX512-BF16
+    CPU kernel would fail on it at the first matmul) and the model still runs, on any CPU."""
+    import bitsandbytes as bnb
+
+    from eager.llm.checkpoint import fits_4bit_kernel, quantize_nf4
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 1000, (1, 12))
+    with torch.no_grad():
+        reference = model(ids).logits
+        with caplog.at_level("WARNING", logger="eager.checkpoint"):
+            quantized = quantize_nf4(model, torch.float32, blocksize=256).eval()  # only down_proj has 256 inputs
+        logits = quantized(ids).logits  # eval mode, as served: the mode that takes the AVX512-BF16 kernel
+    for layer in quantized.model.layers:
+        assert isinstance(layer.mlp.down_proj, bnb.nn.Linear4bit)
+        for kept in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.up_proj):
+            assert type(kept) is torch.nn.Linear and not fits_4bit_kernel(kept, 256)
+    assert "12 Linear(s) stay unquantised" in caplog.text and "layers.0.self_attn.q_proj (128→128)" in caplog.text
+    assert torch.nn.functional.cosine_similarity(reference.flatten(), logits.flatten(), dim=0) > 0.95
+    assert not fits_4bit_kernel(torch.nn.Linear(64, 48), 64)  # 48 rows: not whole tiles of 32
+
+
 def test_nf4_runs_everything_else_in_the_compute_dtype_and_keeps_what_it_is_told():
     """A bf16-stored model served with fp32 compute: embeddings, norms, head and kept Linears in fp32."""
     import bitsandbytes as bnb

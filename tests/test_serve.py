@@ -23,6 +23,15 @@ HISTORIES = [["I001", "I002"], ["I010"], ["I020", "I021", "I022", "I023", "I024"
 
 
 @pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """The tiny random Llama at hidden 64 here: every Linear then fits NF4's blocks of 64 (at 32, as
+    elsewhere, quantising would rightly leave most of them unquantised)."""
+    from tests.tiny import save_tiny_base
+
+    return save_tiny_base(tmp_path_factory.mktemp("tiny_base_64"), hidden=64)
+
+
+@pytest.fixture(scope="module")
 def engine(base_dir):
     """A tiny random model whose code rows are spread out, so scores differ clearly between items."""
     from tests.conftest import make_cyclic_data

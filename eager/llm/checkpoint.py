@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from eager.llm.decode import CodeTrie
 from eager.llm.recipes import LoraSettings
 from eager.llm.setup import backbone_for_index, merge_stage
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
+
+log = logging.getLogger("eager.checkpoint")
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -162,6 +165,17 @@ def is_transformer_linear(module: torch.nn.Module, vocab_size: int) -> bool:
     return isinstance(module, torch.nn.Linear) and module.weight.shape[0] != vocab_size
 
 
+# bitsandbytes' CPU kernel for AVX512-BF16/AMX machines repacks each 4-bit weight in tiles of 32
+# output rows with one scale per ``blocksize`` inputs of a row: a Linear of another shape fails at its
+# first matmul there (0.50.x: "shape '[32, 0]' is invalid") though it runs on every other CPU.
+PACKED_ROWS = 32
+
+
+def fits_4bit_kernel(linear: torch.nn.Linear, blocksize: int) -> bool:
+    """Whether ``linear`` can be stored in NF4 blocks of ``blocksize`` and run by every bitsandbytes kernel."""
+    return linear.in_features % blocksize == 0 and linear.out_features % PACKED_ROWS == 0
+
+
 def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,
                  keep: tuple[str, ...] = ()):
     """Swap every transformer Linear for a bitsandbytes NF4 Linear4bit (embeddings / head stay).
@@ -170,14 +184,21 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
     hardware has bf16 units, fp32 on CPUs without them (bf16 would be emulated, and slower). The rest
     of the model (embeddings, norms, the tied head, the residual stream) is cast to it too.
     ``blocksize``: weights sharing one absmax scale (bitsandbytes: 32–4096). ``keep``: Linears whose
-    qualified name contains one of these strings stay unquantised, in ``compute_dtype``.
+    qualified name contains one of these strings stay unquantised, in ``compute_dtype``. So do
+    Linears whose shape does not fit the 4-bit kernels (:func:`fits_4bit_kernel`; never one of
+    SmolLM2's or Llama's), with a warning that names them, so the model serves on every CPU.
     """
     import bitsandbytes as bnb
+
+    misfits: list[str] = []
 
     def swap(module, prefix):
         for name, child in module.named_children():
             qualified = f"{prefix}{name}"
-            if is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep):
+            wanted = is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep)
+            if wanted and not fits_4bit_kernel(child, blocksize):
+                misfits.append(f"{qualified} ({child.in_features}→{child.out_features})")
+            elif wanted:
                 # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
                 q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                       compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)
@@ -191,6 +212,9 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
                 swap(child, qualified + ".")
 
     swap(model, "")
+    if misfits:
+        log.warning("%d Linear(s) stay unquantised: their shape does not fit NF4 blocks of %d in tiles of %d "
+                    "rows: %s", len(misfits), blocksize, PACKED_ROWS, ", ".join(misfits[:4]) + (" …" if len(misfits) > 4 else ""))
     # Cast what stays after quantising, tensor by tensor: casting the whole model first would hold
     # every Linear in fp32 at once (the packed 4-bit weights are uint8 and are left alone).
     for tensor in [*model.parameters(), *model.buffers()]:
