@@ -205,6 +205,8 @@ def cmd_eval(args) -> None:
     from eager.data import load_dataset
     from eager.eval.harness import evaluate_rankings, read_rankings
 
+    if args.task == "item2index":
+        return _probe_item2index(args)
     if args.checkpoint:
         from eager.llm.pipeline import evaluate_checkpoint, record_evaluation
 
@@ -231,6 +233,27 @@ def cmd_eval(args) -> None:
     report = evaluate_rankings(data, args.split, rankings, model=args.model, out_dir=args.out,
                                config={"rankings": str(args.rankings)})
     _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
+
+
+def _probe_item2index(args) -> None:
+    from eager.data import load_dataset
+    from eager.eval.alignment import item2index_probe
+    from eager.serve.engine import BeamSearchEngine
+
+    if not args.checkpoint:
+        raise ValueError("--task item2index probes a model: give --checkpoint DIR")
+    if args.record:
+        raise ValueError("--record stores recommendation metrics; the item2index probe is printed (and written with --out)")
+    loaded, choice, _ = _load_serving(args)
+    data = load_dataset(loaded.config["dataset"], args.data_root)
+    started = time.perf_counter()
+    report = item2index_probe(BeamSearchEngine.from_loaded(loaded), data, args.limit, args.beams, args.batch_size or 8)
+    report |= {"seconds": round(time.perf_counter() - started, 1), "device": choice.device, "dtype": choice.dtype,
+               "checkpoint": str(args.checkpoint)}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "metrics.json").write_text(json.dumps(report, indent=1) + "\n")
+    _print(report, args.json)
 
 
 def cmd_compare(args) -> None:
@@ -387,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", help="with --rankings: the dataset the rankings are for")
     evaluate.add_argument("--split", choices=["valid", "test"], default="test")
     evaluate.add_argument("--rankings", help='jsonl of {"user": key, "ranked": [item keys]}')
+    evaluate.add_argument("--task", choices=["seqrec", "item2index"], default="seqrec",
+                          help="seqrec: recommend the split's next items (default); item2index: probe whether "
+                          "the model gives each item's own code from its title (Hit@1/@10; --limit N items)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
     evaluate.add_argument("--beams", type=int, default=20)
     evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")

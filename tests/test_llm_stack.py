@@ -257,6 +257,13 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     load_checkpoint(ckpt, base=str(base_dir))  # the manifest was refreshed: the checkpoint still verifies
     assert main(["eval", "--checkpoint", str(tmp_path / "nothing"), "--json"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    # The item2index probe: a seeded sample of titled items, each answered with real items.
+    assert main(["eval", "--task", "item2index", "--limit", "6", "--beams", "10", "--out", str(tmp_path / "probe"), *common]) == 0
+    probe = json.loads(capsys.readouterr().out)
+    assert probe["items"] == 6 and 0 <= probe["hit@1"] <= probe["hit@10"] <= 1 and probe["chance@10"] == 10 / 50
+    assert json.loads((tmp_path / "probe" / "metrics.json").read_text())["hit@10"] == probe["hit@10"]
+    assert main(["eval", "--task", "item2index", "--dataset", "ml-100k", "--json"]) == 2
+    assert "give --checkpoint" in capsys.readouterr().err
 
 
 def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir, tmp_path):
