@@ -157,15 +157,20 @@ def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
         load_checkpoint(out)
 
 
+def _small_llama() -> LlamaForCausalLM:
+    """A seeded 2-layer random Llama (hidden 128, MLP 256, vocabulary 1,000) in eval mode, for the NF4 tests."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
 def test_nf4_quantisation_runs_on_cpu_and_stays_close():
     import bitsandbytes as bnb
 
     from eager.llm.checkpoint import quantize_nf4
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
+    model = _small_llama()
     ids = torch.randint(0, 1000, (1, 12))
     with torch.no_grad():
         reference = model(ids).logits
@@ -183,10 +188,7 @@ def test_nf4_leaves_linears_that_do_not_fit_its_blocks_unquantised_and_still_run
 
     from eager.llm.checkpoint import fits_4bit_kernel, quantize_nf4
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).eval()
+    model = _small_llama()
     ids = torch.randint(0, 1000, (1, 12))
     with torch.no_grad():
         reference = model(ids).logits
@@ -208,10 +210,7 @@ def test_nf4_runs_everything_else_in_the_compute_dtype_and_keeps_what_it_is_told
 
     from eager.llm.checkpoint import quantize_nf4
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    model = torch.nn.Module.to(LlamaForCausalLM(config).eval(), torch.bfloat16)
+    model = torch.nn.Module.to(_small_llama(), torch.bfloat16)
     quantized = quantize_nf4(model, torch.float32, blocksize=32, keep=("layers.1.mlp.",))
     layers = quantized.model.layers
     assert quantized.model.embed_tokens.weight.dtype == torch.float32

@@ -22,7 +22,8 @@ PROBE_KS = (1, 10)
 def probe_items(data: InteractionData, index_keys: Sequence[str], limit: int | None = None, seed: int = 0) -> list[int]:
     """Items with a title and a code, in a seeded random order (so ``limit`` takes a fair sample)."""
     coded = set(index_keys)
-    items = [i for i in range(data.num_items) if data.titles[i].strip() and data.item_keys[i] in coded]
+    titles, keys = data.titles, data.item_keys  # each a fresh list per access: read once
+    items = [i for i in range(data.num_items) if titles[i].strip() and keys[i] in coded]
     if not items:
         raise ValueError(f"{data.name}: no item has both a title and a code, so there is nothing to probe")
     order = np.random.default_rng(seed).permutation(len(items))
@@ -42,12 +43,13 @@ def item2index_probe(engine, data: InteractionData, limit: int | None = None, be
     if beams < k:
         raise ValueError(f"the probe ranks {k} items, so it needs at least {k} beams (got {beams})")
     items = probe_items(data, engine.index.keys, limit, seed)
+    titles, keys = data.titles, data.item_keys
     ranks: list[int | None] = []
     for start in tqdm(range(0, len(items), batch_size), desc="item2index probe", disable=not progress):
         chunk = items[start : start + batch_size]
-        prompts = [engine.style.prompt("item2index", title=data.titles[i]) for i in chunk]
+        prompts = [engine.style.prompt("item2index", title=titles[i]) for i in chunk]
         for item, recs in zip(chunk, engine.search_prompts(prompts, k=k, beams=beams).recommendations):
-            ranks.append(target_rank([r.key for r in recs], data.item_keys[item]))
+            ranks.append(target_rank([r.key for r in recs], keys[item]))
     scores = metrics_from_ranks(ranks, PROBE_KS)
     return {"task": "item2index", "hit@1": scores["recall@1"], "hit@10": scores["recall@10"],
             "ndcg@10": scores["ndcg@10"], "items": len(items), "chance@10": k / len(engine.index.keys),
