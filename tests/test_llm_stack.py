@@ -46,6 +46,30 @@ def test_code_tokens_are_atomic_and_labels_cover_the_response(cyclic_data, base_
         assert batch.input_ids[row, batch.summary_index[row]] == tok.eos_token_id
 
 
+def test_code_token_inits_start_where_they_say(cyclic_data, base_dir):
+    index = _index(cyclic_data)
+    rows = {}
+    for init in ("mean", "text", "mean+text"):
+        model, tok = _tiny(base_dir)
+        words = model.get_input_embeddings().weight.detach().clone()
+        vocab = add_code_tokens(model, tok, index, init, cyclic_data)
+        rows[init] = model.get_input_embeddings().weight.detach()[vocab.table]  # (levels, k, hidden)
+    mean_row = words.mean(0)
+    assert torch.allclose(rows["mean"], mean_row.expand_as(rows["mean"]))
+    # "text": a code's row is the mean word vector of the titles of the items under it.
+    level, value = 1, int(index.codes[0, 1])
+    members = np.flatnonzero(index.codes[:, level] == value)
+    titles = dict(zip(cyclic_data.item_keys, cyclic_data.titles))
+    item_vectors = [words[tok(titles[index.keys[m]], add_special_tokens=False)["input_ids"]].mean(0) for m in members]
+    assert torch.allclose(rows["text"][level, value], torch.stack(item_vectors).mean(0), atol=1e-6)
+    # "mean+text": centred on the mean row, with the same differences between codes as "text".
+    assert torch.allclose(rows["mean+text"].mean(1), mean_row.expand(index.levels, -1), atol=1e-6)
+    assert torch.allclose(rows["mean+text"] - rows["mean+text"][:, :1], rows["text"] - rows["text"][:, :1], atol=1e-6)
+    assert not torch.allclose(rows["text"][:, 0], rows["text"][:, 1])
+    with pytest.raises(ValueError, match="unknown token init 'titles'.*mean\\+text"):
+        add_code_tokens(*_tiny(base_dir), index, "titles", cyclic_data)
+
+
 def test_gct_gradients_reach_projectors_and_model(cyclic_data, base_dir):
     model, tok = _tiny(base_dir)
     index = _index(cyclic_data)

@@ -1,9 +1,15 @@
 """Add an item index's code tokens to a tokenizer and a (tied) embedding table.
 
-Token ids are looked up from the tokenizer after adding, never assumed. New rows start either at
-the mean of the existing embeddings (``"mean"``, what ``resize_token_embeddings`` does) or, for
-``"text"``, at the mean embedding of the words in the titles of the items under that code, so a
-code token starts near what its items are about.
+Token ids are looked up from the tokenizer after adding, never assumed. New rows start
+
+- ``"mean"``: at the mean of the existing embeddings (what ``resize_token_embeddings`` does), all
+  alike, so training alone tells them apart;
+- ``"text"``: at the mean embedding of the words in the titles of the items under that code, so a
+  code token starts near what its items are about (and, the embeddings being tied, is scored like
+  those words at the output too);
+- ``"mean+text"``: at the mean row plus what sets this code's titles apart from the other codes of
+  its level (its title vector minus the level's average), a neutral start that still carries the
+  titles' differences.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import torch
 from eager.data.dataset import InteractionData
 from eager.index.item_index import ItemIndex, code_token
 
-TOKEN_INITS = ("mean", "text")
+TOKEN_INITS = ("mean", "text", "mean+text")
 
 
 @dataclass(frozen=True)
@@ -67,14 +73,24 @@ def add_code_tokens(
     with torch.no_grad():
         base = embeddings[:old_size]
         embeddings[old_size:] = base.mean(0)
-        if init == "text":
+        if init in ("text", "mean+text"):
             if data is None:
-                raise ValueError("init='text' needs the dataset (item titles)")
-            _init_from_titles(embeddings, base, tokenizer, index, data, vocab)
+                raise ValueError(f"init={init!r} needs the dataset (item titles)")
+            for level, rows in enumerate(_title_rows(base, tokenizer, index, data)):
+                if not rows:
+                    continue
+                ids = torch.as_tensor(list(rows))
+                vectors = torch.stack(list(rows.values()))
+                if init == "mean+text":
+                    vectors = base.mean(0).float() + vectors - vectors.mean(0)
+                embeddings[vocab.table[level, ids]] = vectors.to(embeddings.dtype)
     return vocab
 
 
-def _init_from_titles(embeddings, base, tokenizer, index: ItemIndex, data: InteractionData, vocab: CodeVocabulary):
+def _title_rows(base, tokenizer, index: ItemIndex, data: InteractionData) -> list[dict[int, torch.Tensor]]:
+    """Per level, {code value: mean word embedding of the titles of the items under it}.
+
+    Codes whose items have no title are left out (they keep the mean row)."""
     titles = dict(zip(data.item_keys, data.titles))
     item_vectors = np.zeros((len(index.keys), base.shape[1]), dtype=np.float32)
     has_text = np.zeros(len(index.keys), dtype=bool)
@@ -84,10 +100,12 @@ def _init_from_titles(embeddings, base, tokenizer, index: ItemIndex, data: Inter
         if ids:
             item_vectors[row] = base[ids].float().mean(0).numpy()
             has_text[row] = True
+    levels = []
     for level in range(index.levels):
+        rows = {}
         for value in np.unique(index.codes[:, level]):
             members = (index.codes[:, level] == value) & has_text
             if members.any():
-                embeddings[vocab.table[level, int(value)]] = torch.as_tensor(
-                    item_vectors[members].mean(0), dtype=embeddings.dtype
-                )
+                rows[int(value)] = torch.as_tensor(item_vectors[members].mean(0))
+        levels.append(rows)
+    return levels

@@ -39,7 +39,7 @@ class TrainRecipe:
     stage1: StageConfig
     stage2: StageConfig
     gct: GCTConfig = field(default_factory=GCTConfig)
-    token_init: str = "text"  # "text" (titles under each code) or "mean"
+    token_init: str = "text"  # eager.llm.code_tokens.TOKEN_INITS: "text", "mean" or "mean+text"
     max_len: int = 384
     pack_len: int | None = None  # pack each batch's samples into rows of this many tokens (None: pad)
     max_history: int = 20
