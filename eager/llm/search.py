@@ -44,6 +44,7 @@ LEASE_TRIALS = {
         Trial("lr-2e-3", (("stage1.lr", 2e-3),)),
         Trial("lr-5e-4", (("stage1.lr", 5e-4),)),
         Trial("init-mean", (("token_init", "mean"),)),
+        Trial("init-mean-text", (("token_init", "mean+text"),)),
         Trial("seqrec-only", (("stage1.tasks", ("seqrec",)),)),
         Trial("no-fusion", (("stage1.tasks", ("seqrec", "item2index", "index2item")),)),
         Trial("lora-dropout-0", (("stage1.lora.dropout", 0.0),)),
