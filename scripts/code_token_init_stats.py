@@ -10,6 +10,7 @@ training would use (the dataset's dual index under the artifacts root unless --i
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import torch
@@ -39,15 +40,16 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset(args.dataset)
     index = ItemIndex.load(args.index) if args.index else variant_index(data, get_variant("full"), None)
-    report = {"dataset": data.name, "levels": index.levels, "inits": {}}
+    base, base_tokenizer = load_backbone(args.base)
+    words = base.get_input_embeddings().weight.detach()
+    mean_row = words.mean(0)
+    report = {"dataset": data.name, "levels": index.levels, "backbone_row_norm_median": words.norm(dim=1).median().item(),
+              "mean_row_norm": mean_row.norm().item(), "inits": {}}
     for init in TOKEN_INITS:
-        model, tokenizer = load_backbone(args.base)
-        words = model.get_input_embeddings().weight.detach().clone()
+        # add_code_tokens grows the model and the tokenizer in place: each init gets its own copies.
+        model, tokenizer = copy.deepcopy(base), copy.deepcopy(base_tokenizer)
         vocab = add_code_tokens(model, tokenizer, index, init, data)
         table = model.get_input_embeddings().weight.detach()
-        mean_row = words.mean(0)
-        report["backbone_row_norm_median"] = words.norm(dim=1).median().item()
-        report["mean_row_norm"] = mean_row.norm().item()
         report["inits"][init] = [init_stats(table[vocab.table[level][vocab.table[level] >= 0]], mean_row)
                                  for level in range(index.levels)]
     if args.json:

@@ -72,7 +72,8 @@ def add_code_tokens(
     embeddings = model.get_input_embeddings().weight
     with torch.no_grad():
         base = embeddings[:old_size]
-        embeddings[old_size:] = base.mean(0)
+        mean_row = base.mean(0)
+        embeddings[old_size:] = mean_row
         if init in ("text", "mean+text"):
             if data is None:
                 raise ValueError(f"init={init!r} needs the dataset (item titles)")
@@ -82,7 +83,7 @@ def add_code_tokens(
                 ids = torch.as_tensor(list(rows))
                 vectors = torch.stack(list(rows.values()))
                 if init == "mean+text":
-                    vectors = base.mean(0).float() + vectors - vectors.mean(0)
+                    vectors = mean_row.float() + vectors - vectors.mean(0)
                 embeddings[vocab.table[level, ids]] = vectors.to(embeddings.dtype)
     return vocab
 
@@ -94,8 +95,8 @@ def _title_rows(base, tokenizer, index: ItemIndex, data: InteractionData) -> lis
     titles = dict(zip(data.item_keys, data.titles))
     item_vectors = np.zeros((len(index.keys), base.shape[1]), dtype=np.float32)
     has_text = np.zeros(len(index.keys), dtype=bool)
-    for row, key in enumerate(index.keys):
-        ids = tokenizer(titles.get(key, ""), add_special_tokens=False)["input_ids"]
+    encoded = tokenizer([titles.get(key, "") for key in index.keys], add_special_tokens=False)["input_ids"]
+    for row, ids in enumerate(encoded):
         ids = [i for i in ids if i < base.shape[0]]
         if ids:
             item_vectors[row] = base[ids].float().mean(0).numpy()
