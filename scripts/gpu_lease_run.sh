@@ -13,6 +13,9 @@
 # the splits evaluated after training; $EAGER_CHECKPOINT (default checkpoints/DATASET/VARIANT) where
 # the checkpoint goes, e.g. a second seed beside the first:
 #   EAGER_TRAIN_ARGS="--max-steps 274,188 --train-seed 1" EAGER_CHECKPOINT=checkpoints/beauty/wo_gct-seed1 ...
+# $EAGER_PAIR_WITH names a checkpoint already trained (say checkpoints/DATASET/full, carried along) to
+# evaluate on the same splits after the run, unrecorded, so both predictions.jsonl come back and
+# `eager compare logs/eval_pair_test logs/eval_test` pairs the two user by user (~50 s a split on an H200).
 # For a dry run on CPU:
 #   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry
 # (a limited evaluation is not recorded into the checkpoint).
@@ -78,6 +81,22 @@ for split in $splits; do
     $scope --out "$logs/eval_$split" --json > "$logs/eval_$split.json" 2>> "$log"
   echo "eval $split: exit $? after $(($(date +%s) - t0)) s (model load included)"
   cat "$logs/eval_$split.json"
+  pack
+done
+pair=${EAGER_PAIR_WITH:-}
+for split in $splits; do
+  [ -n "$pair" ] || break
+  if [ "$(left)" -lt 60 ] || [ ! -f "$pair/manifest.json" ]; then
+    echo "pair eval $split: skipped ($(left) s left; $pair/manifest.json $([ -f "$pair/manifest.json" ] && echo found || echo missing))"
+    continue
+  fi
+  t0=$(date +%s)
+  scope=""
+  [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
+  timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$pair" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
+    $scope --out "$logs/eval_pair_$split" --json > "$logs/eval_pair_$split.json" 2>> "$log"
+  echo "pair eval $split ($pair): exit $? after $(($(date +%s) - t0)) s"
+  cat "$logs/eval_pair_$split.json"
   pack
 done
 grep -E "serving as|Traceback|Error" "$log" | tail -8
