@@ -37,7 +37,9 @@ splits=${EAGER_EVAL_SPLITS:-test valid}
 # The gpu-lease recipe trains for ~250 s on an H200 (both stages, their validation, loading) and each
 # split takes ~60 s: a smaller budget stops the run before its checkpoint (a 325 s test-only wo_dki
 # run did on 2026-11-27), so say so before spending the lease on it.
-need=$((280 + 60 * $(echo $splits | wc -w)))
+evals=$(echo $splits | wc -w)
+[ -n "${EAGER_PAIR_WITH:-}" ] && evals=$((2 * evals))  # the pair's evaluations too
+need=$((280 + 60 * evals))
 if [ "$recipe" = gpu-lease ] && [ "$budget" -lt "$need" ]; then
   echo "warning: EAGER_RUN_SECONDS=$budget is under the ~$need s a gpu-lease run with '$splits' needs; it may stop before the checkpoint" >&2
 fi
