@@ -113,8 +113,9 @@ SMOLLM2_RECIPE = TrainRecipe(
     # Code tokens start at the mean row: on Scientific (CPU, 1,000 steps, the same 500 validation
     # users) starting them from their items' titles fell to R@10 0.026 against 0.094, and its GCT
     # losses stalled near 6.0 against 3.5 (docs/levers.md, lever 1); the mean row plus the titles'
-    # differences ("mean+text") tied the mean row (0.098). Measured with seqrec alone: the GPU trials
-    # init-mean / init-mean-text ask it again with the alignment tasks.
+    # differences ("mean+text") tied the mean row on two seeds (R@10 +0.003 [-0.008, +0.014]), so the
+    # simpler start stays. Measured with seqrec alone: the GPU trials init-mean / init-mean-text ask
+    # it again with the alignment tasks.
     token_init="mean",
 )
 
