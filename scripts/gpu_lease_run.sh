@@ -70,36 +70,25 @@ cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.json
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 
-for split in $splits; do
-  if [ "$(left)" -lt 60 ] || [ ! -f "$ckpt/manifest.json" ]; then
-    echo "eval $split: skipped ($(left) s left)"
-    continue
+# evaluate NAME CHECKPOINT SPLIT [--record]: one split into $logs/NAME_SPLIT (predictions.jsonl comes
+# back too, so runs can be compared user by user with `eager compare`); a limited run is never recorded.
+evaluate() {
+  local name=$1 checkpoint=$2 split=$3 scope=${4:-} t0
+  if [ "$(left)" -lt 60 ] || [ ! -f "$checkpoint/manifest.json" ]; then
+    echo "$name $split: skipped ($(left) s left; $checkpoint/manifest.json $([ -f "$checkpoint/manifest.json" ] && echo found || echo missing))"
+    return
   fi
   t0=$(date +%s)
-  scope="--record"
   [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
-  # predictions.jsonl comes back too, so variants can be compared user by user (`eager compare`).
-  timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$ckpt" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
-    $scope --out "$logs/eval_$split" --json > "$logs/eval_$split.json" 2>> "$log"
-  echo "eval $split: exit $? after $(($(date +%s) - t0)) s (model load included)"
-  cat "$logs/eval_$split.json"
+  timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$checkpoint" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
+    $scope --out "$logs/${name}_$split" --json > "$logs/${name}_$split.json" 2>> "$log"
+  echo "$name $split ($checkpoint): exit $? after $(($(date +%s) - t0)) s (model load included)"
+  cat "$logs/${name}_$split.json"
   pack
-done
-pair=${EAGER_PAIR_WITH:-}
-for split in $splits; do
-  [ -n "$pair" ] || break
-  if [ "$(left)" -lt 60 ] || [ ! -f "$pair/manifest.json" ]; then
-    echo "pair eval $split: skipped ($(left) s left; $pair/manifest.json $([ -f "$pair/manifest.json" ] && echo found || echo missing))"
-    continue
-  fi
-  t0=$(date +%s)
-  scope=""
-  [ -n "${EAGER_EVAL_LIMIT:-}" ] && scope="--limit $EAGER_EVAL_LIMIT"
-  timeout $(($(left) - 15)) python3 -m eager.cli eval --checkpoint "$pair" --split "$split" --dtype "${EAGER_EVAL_DTYPE:-bf16}" \
-    $scope --out "$logs/eval_pair_$split" --json > "$logs/eval_pair_$split.json" 2>> "$log"
-  echo "pair eval $split ($pair): exit $? after $(($(date +%s) - t0)) s"
-  cat "$logs/eval_pair_$split.json"
-  pack
-done
+}
+for split in $splits; do evaluate eval "$ckpt" "$split" --record; done
+if [ -n "${EAGER_PAIR_WITH:-}" ]; then
+  for split in $splits; do evaluate eval_pair "$EAGER_PAIR_WITH" "$split"; done
+fi
 grep -E "serving as|Traceback|Error" "$log" | tail -8
 echo "run: $(($(date +%s) - started)) s"
