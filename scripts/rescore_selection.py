@@ -1,7 +1,7 @@
 """Score a checkpoint on a search trial's validation users and compare the two user by user.
 
     EAGER_DATA_ROOT=../shared/data python scripts/rescore_selection.py CHECKPOINT [SEARCH_DIR TRIAL] [--ranks FILE] [--out FILE.json]
-        [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...]
+        [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...] [--eval-users N]
 
 `eager search` compares its trials with the first one in the same search. A trial run in another
 search (another session, another variant) can still be paired with a shipped checkpoint when both
@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("trial", nargs="?")
     parser.add_argument("--ranks", help="the checkpoint's per-user ranks: read if it exists, else written")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--eval-users", type=int,
+                        help="score only this many of the checkpoint's validation users: a search run with a "
+                             "smaller --eval-users (same seed) drew the first of them")
     parser.add_argument("--out", help="write the scores and the comparison here (JSON)")
     parser.add_argument("--also-a", action="append", default=[], metavar="SEARCH_DIR:TRIAL",
                         help="another run of A (the checkpoint's system), e.g. its second training seed")
@@ -51,6 +54,8 @@ def main() -> None:
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
     data = load_dataset(config["dataset"])
     recipe = recorded_selection_recipe(config)
+    if args.eval_users:
+        recipe = replace(recipe, eval_users=args.eval_users)
     cases = selection_cases(data, recipe)
     users = [data.user_keys[c.user] for c in cases]
     more_a_ranks = [_trial_ranks(*run, users) for run in more_a]

@@ -103,3 +103,28 @@ def test_pools_second_seeds_of_both_sides(shared_data, selection_users, tmp_path
     assert refused.returncode != 0 and "trial 'a' validated other users (1 of" in refused.stderr
     malformed = _run(str(CHECKPOINT), str(tmp_path / "first"), "b", "--also-b", "no-colon", data_root=shared_data)
     assert malformed.returncode != 0 and "give another run as SEARCH_DIR:TRIAL" in malformed.stderr
+
+
+def test_pairs_a_trial_validated_on_fewer_users_of_the_same_seed(shared_data, selection_users, tmp_path):
+    """A search run with a smaller --eval-users (same seed) is paired on its own users via --eval-users."""
+    from dataclasses import replace
+
+    from eager.data import load_dataset
+    from eager.llm.validation import recorded_selection_recipe, selection_cases
+
+    config = json.loads((CHECKPOINT / "config.json").read_text())
+    data = load_dataset(config["dataset"], shared_data)
+    recipe = replace(recorded_selection_recipe(config), eval_users=100)
+    fewer = [data.user_keys[c.user] for c in selection_cases(data, recipe)]
+    assert len(fewer) == 100
+    checkpoint_ranks = {u: None for u in set(selection_users) | set(fewer)}
+    (tmp_path / "ranks.json").write_text(json.dumps(checkpoint_ranks))
+    (tmp_path / "valid_ranks.json").write_text(json.dumps({"small": {u: 1 for u in fewer}}))
+
+    refused = _run(str(CHECKPOINT), str(tmp_path), "small", "--ranks", str(tmp_path / "ranks.json"), data_root=shared_data)
+    assert refused.returncode != 0 and "validated other users" in refused.stderr
+    paired = _run(str(CHECKPOINT), str(tmp_path), "small", "--ranks", str(tmp_path / "ranks.json"),
+                  "--eval-users", "100", data_root=shared_data)
+    assert paired.returncode == 0, paired.stderr
+    assert "on 100 validation users: {'recall@10': 0.0, 'ndcg@10': 0.0}" in paired.stdout
+    assert "| recall@10 | 0.0000 | 1.0000 | +1.0000 |" in paired.stdout
