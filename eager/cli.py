@@ -266,11 +266,35 @@ def cmd_compare(args) -> None:
     a = [read_evaluation(path, names[0]) for path in _comma_list(args.a)]
     b = [read_evaluation(path, names[1]) for path in _comma_list(args.b)]
     metrics = _comma_list(args.metrics)
-    result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
+    if args.by:
+        result = _compare_by_target_popularity(a, b, metrics, args)
+    else:
+        result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result) if args.json else comparison_table(result))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(comparison_table(result))
+        if args.by:
+            from eager.eval.breakdown import grouped_table
+
+            print("\nWithin groups of users, by how often their held-out item occurs in the train split:\n")
+            print(grouped_table(result))
+
+
+def _compare_by_target_popularity(a, b, metrics, args) -> dict:
+    from eager.data import load_dataset
+    from eager.eval.breakdown import compare_by_group, target_popularity_groups
+
+    dataset = next((e.dataset for e in a + b if e.dataset), None)
+    if dataset is None:
+        raise ValueError("--by needs the dataset, which neither side's metrics.json names: compare evaluation "
+                         "folders written by `eager eval` / `eager baseline`, not bare predictions files")
+    data = load_dataset(dataset, args.data_root)
+    groups, order = target_popularity_groups(data, a[0].targets, args.groups)
+    return compare_by_group(a, b, groups, order, metrics, args.confidence, args.resamples, args.seed) | {"by": args.by}
 
 
 def cmd_bench(args) -> None:
@@ -438,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", help="also write the comparison here as JSON")
     compare.add_argument("--json", action="store_true")
+    compare.add_argument("--by", choices=["target-popularity"],
+                         help="also compare within groups of users: by the training-split count of their held-out "
+                              "item (reads the dataset the evaluations name)")
+    compare.add_argument("--groups", type=int, default=3, help="how many groups --by makes (about equal in users)")
+    _add_data_root(compare)
     compare.set_defaults(func=cmd_compare)
 
     bench = stages.add_parser("bench", help="serving speed: the engine against HF generate, same run")

@@ -214,15 +214,19 @@ def comparison_table(result: dict) -> str:
              "",
              f"| metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |",
              "|---|---|---|---|---|---|---|---|"]
-    # A permutation p-value cannot go below 2/(resamples + 1) (two-sided): at that floor it is a bound.
-    floor = 2 / (result["resamples"] + 1)
     for m in result["metrics"]:
-        p = f"≤ {floor:.2g}" if m["p_value"] <= floor * (1 + 1e-9) else f"{m['p_value']:.3g}"
+        p = format_p_value(m["p_value"], result["resamples"])
         relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
         lines.append(f"| {m['metric']} | {_mean_cell(m['a'], m.get('a_runs'))} | {_mean_cell(m['b'], m.get('b_runs'))} | "
                      f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
                      f"{m['b_better_users']} / {m['a_better_users']} |")
     return "\n".join(lines)
+
+
+def format_p_value(p_value: float, resamples: int) -> str:
+    # A permutation p-value cannot go below 2/(resamples + 1) (two-sided): at that floor it is a bound.
+    floor = 2 / (resamples + 1)
+    return f"≤ {floor:.2g}" if p_value <= floor * (1 + 1e-9) else f"{p_value:.3g}"
 
 
 def _side_line(label: str, side: dict) -> str:

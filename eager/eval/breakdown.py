@@ -1,0 +1,99 @@
+"""Where a difference between two systems lives: the paired comparison within groups of users.
+
+A paired test over all users says *whether* B beats A; a researcher's next question is *for whom*.
+Here the users are grouped by how popular their held-out item is in the training split (the
+behaviour signal is strongest for popular items and weakest in the long tail), into groups of
+about equal size, and `compare_evaluations` runs on each group alone. The groups' intervals are
+each over their own users, so they are wider than the whole split's; a difference that is clear
+overall may be clear in no single group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from eager.data.dataset import InteractionData
+from eager.data.split import train_sequences
+from eager.eval.compare import DEFAULT_METRICS, Evaluation, Runs, compare_evaluations, format_p_value
+
+
+def target_popularity_groups(data: InteractionData, targets: dict[str, str],
+                             groups: int = 3) -> tuple[dict[str, str], list[str]]:
+    """Each user's group: the training-split count of its held-out item, cut at the users' quantiles.
+
+    Returns the user → group map and the group names from the least to the most popular. Groups are
+    named by the count range they hold ("train count 0–3"); ties at a cut keep a count in one group,
+    so sizes are only about equal (and heavy ties can leave fewer groups than asked).
+    """
+    if groups < 2:
+        raise ValueError(f"groups must be at least 2 to break a comparison down, not {groups}")
+    index = data.key_to_index()
+    unknown = [t for t in targets.values() if t not in index]
+    if unknown:
+        raise ValueError(f"held-out item {unknown[0]!r} is not in {data.name}'s catalogue: "
+                         "these predictions are of another dataset")
+    counts = np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
+    users = list(targets)
+    popularity = np.array([counts[index[targets[u]]] for u in users])
+    cuts = np.unique(np.quantile(popularity, np.linspace(0, 1, groups + 1)[1:-1], method="higher"))
+    slot = np.searchsorted(cuts, popularity, side="right")
+    names = {}
+    for s in np.unique(slot):  # ascending, so the names come out least popular first
+        held = popularity[slot == s]
+        names[s] = f"train count {held.min()}–{held.max()}"
+    return {u: names[s] for u, s in zip(users, slot)}, list(names.values())
+
+
+def compare_by_group(
+    a: Runs,
+    b: Runs,
+    group_of: dict[str, str],
+    order: Sequence[str] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    confidence: float = 0.95,
+    resamples: int = 9999,
+    seed: int = 0,
+) -> dict:
+    """``compare_evaluations`` on all users, then on each group's users alone, groups in ``order``
+    (default: as first met in A's users)."""
+    overall = compare_evaluations(a, b, metrics, confidence, resamples, seed)  # checks both sides first
+    runs_a, runs_b = _runs(a), _runs(b)
+    missing = runs_a[0].targets.keys() - group_of.keys()
+    if missing:
+        raise ValueError(f"{len(missing)} users have no group (e.g. {sorted(missing)[:1]}): "
+                         "group every user the evaluations hold")
+    by_group = []
+    present = dict.fromkeys(group_of[u] for u in runs_a[0].targets)
+    for name in [g for g in order if g in present] if order is not None else present:
+        members = {u for u in runs_a[0].targets if group_of[u] == name}
+        part = compare_evaluations([_restrict(e, members) for e in runs_a], [_restrict(e, members) for e in runs_b],
+                                   metrics, confidence, resamples, seed)
+        by_group.append({"group": name, "users": part["users"], "metrics": part["metrics"]})
+    return overall | {"groups": by_group}
+
+
+def _runs(side: Runs) -> list[Evaluation]:
+    return [side] if isinstance(side, Evaluation) else list(side)
+
+
+def _restrict(evaluation: Evaluation, users: set[str]) -> Evaluation:
+    return replace(evaluation, targets={u: t for u, t in evaluation.targets.items() if u in users},
+                   ranks={u: r for u, r in evaluation.ranks.items() if u in users})
+
+
+def grouped_table(result: dict) -> str:
+    """One row per group and metric: each side's mean, B − A with its interval and p-value."""
+    pct = round(result["confidence"] * 100)
+    lines = [f"| group | users | metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for group in result["groups"]:
+        for m in group["metrics"]:
+            relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
+            lines.append(f"| {group['group']} | {group['users']} | {m['metric']} | {m['a']:.4f} | {m['b']:.4f} | "
+                         f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | "
+                         f"{format_p_value(m['p_value'], result['resamples'])} | "
+                         f"{m['b_better_users']} / {m['a_better_users']} |")
+    return "\n".join(lines)

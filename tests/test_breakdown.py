@@ -1,0 +1,87 @@
+"""The comparison within groups of users (by their held-out item's popularity): what it computes."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eager.cli import main
+from eager.data.split import eval_cases, train_sequences
+from eager.eval.breakdown import compare_by_group, target_popularity_groups
+from eager.eval.compare import Evaluation, compare_evaluations, read_evaluation
+from tests.conftest import make_cyclic_data
+
+RESAMPLES = 499
+
+
+def _train_counts(data) -> np.ndarray:
+    return np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
+
+
+@given(st.integers(0, 10_000), st.integers(2, 5), st.integers(5, 40))
+@settings(max_examples=30, deadline=None)
+def test_groups_partition_the_users_by_ascending_target_popularity(seed, groups, num_items):
+    data = make_cyclic_data(num_items=num_items, num_users=40, length=6, seed=seed)
+    rng = np.random.default_rng(seed)
+    # Skewed targets, so counts differ across users: any catalogue item, Zipf-like.
+    weights = 1 / np.arange(1, num_items + 1)
+    targets = {u: data.item_keys[int(rng.choice(num_items, p=weights / weights.sum()))] for u in data.user_keys}
+    group_of, order = target_popularity_groups(data, targets, groups)
+    assert set(group_of) == set(targets) and set(group_of.values()) == set(order) and 1 <= len(order) <= groups
+    counts, index = _train_counts(data), data.key_to_index()
+    spans = []
+    for name in order:
+        held = [counts[index[targets[u]]] for u in targets if group_of[u] == name]
+        assert name == f"train count {min(held)}–{max(held)}"
+        spans.append((min(held), max(held)))
+    assert all(high < next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))  # disjoint, ascending
+
+
+def test_a_gain_in_one_group_shows_there_and_nowhere_else():
+    users = [f"u{i}" for i in range(300)]
+    group_of = {u: ("rare", "mid", "popular")[i % 3] for i, u in enumerate(users)}
+    targets = {u: "t" for u in users}
+    a = Evaluation("a", targets, {u: (2 if i % 7 == 0 else None) for i, u in enumerate(users)})
+    gained = {u for i, u in enumerate(users) if group_of[u] == "popular" and i % 7 != 0 and i % 2 == 0}
+    b = Evaluation("b", targets, {u: (1 if u in gained else a.ranks[u]) for u in users})
+    result = compare_by_group(a, b, group_of, ["rare", "mid", "popular"], ["recall@10"], resamples=RESAMPLES)
+    overall = compare_evaluations(a, b, ["recall@10"], resamples=RESAMPLES)
+    assert result["metrics"] == overall["metrics"] and result["users"] == 300
+    assert [g["group"] for g in result["groups"]] == ["rare", "mid", "popular"]
+    rows = {g["group"]: g["metrics"][0] for g in result["groups"]}
+    assert all(g["users"] == 100 for g in result["groups"])
+    for name in ("rare", "mid"):
+        assert rows[name]["difference"] == 0 and rows[name]["p_value"] == 1.0
+    assert rows["popular"]["difference"] == pytest.approx(len(gained) / 100)
+    assert rows["popular"]["b_better_users"] == len(gained) and rows["popular"]["ci_low"] > 0
+    with pytest.raises(ValueError, match="have no group"):
+        compare_by_group(a, b, {u: "x" for u in users[:-1]}, metrics=["recall@10"], resamples=RESAMPLES)
+
+
+def test_the_command_breaks_a_real_comparison_down(shared_data, tmp_path, capsys):
+    from eager.baselines.popularity import run_popularity
+    from eager.data import load_dataset
+
+    data = load_dataset("scientific", shared_data)
+    run_popularity(data, tmp_path / "pop")
+    test_dir = tmp_path / "pop" / "test"
+    out = tmp_path / "by.json"
+    assert main(["compare", str(test_dir), str(test_dir), "--by", "target-popularity", "--groups", "4",
+                 "--metrics", "recall@10", "--resamples", str(RESAMPLES), "--data-root", str(shared_data),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["by"] == "target-popularity" and len(result["groups"]) == 4
+    assert sum(g["users"] for g in result["groups"]) == result["users"] == len(eval_cases(data, "test"))
+    assert all(g["metrics"][0]["difference"] == 0 for g in result["groups"])  # a system against itself
+    # Popularity recommends the most popular items, so it can only hit in the most popular group.
+    recalls = [g["metrics"][0]["a"] for g in result["groups"]]
+    assert recalls[0] == 0 and recalls[-1] == max(recalls) > 0
+    assert "Within groups of users" in printed and result["groups"][-1]["group"] in printed
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text((test_dir / "predictions.jsonl").read_text())
+    assert main(["compare", str(bare), str(bare), "--by", "target-popularity", "--data-root", str(shared_data)]) == 2
+    assert "neither side's metrics.json names" in capsys.readouterr().err
+    assert read_evaluation(test_dir).dataset == "scientific"
