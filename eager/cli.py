@@ -267,7 +267,7 @@ def cmd_compare(args) -> None:
     b = [read_evaluation(path, names[1]) for path in _comma_list(args.b)]
     metrics = _comma_list(args.metrics)
     if args.by:
-        result = _compare_by_target_popularity(a, b, metrics, args)
+        result = _compare_by_group(a, b, metrics, args)
     else:
         result = compare_evaluations(a, b, metrics, args.confidence, args.resamples, args.seed)
     if args.out:
@@ -280,20 +280,26 @@ def cmd_compare(args) -> None:
         if args.by:
             from eager.eval.breakdown import grouped_table
 
-            print("\nWithin groups of users, by how often their held-out item occurs in the train split:\n")
+            what = {"target-popularity": "how often their held-out item occurs in the train split",
+                    "history-length": "how many items precede their held-out one"}[args.by]
+            print(f"\nWithin groups of users, by {what}:\n")
             print(grouped_table(result))
 
 
-def _compare_by_target_popularity(a, b, metrics, args) -> dict:
+def _compare_by_group(a, b, metrics, args) -> dict:
     from eager.data import load_dataset
-    from eager.eval.breakdown import compare_by_group, target_popularity_groups
+    from eager.eval.breakdown import compare_by_group, history_length_groups, target_popularity_groups
 
     dataset = next((e.dataset for e in a + b if e.dataset), None)
-    if dataset is None:
-        raise ValueError("--by needs the dataset, which neither side's metrics.json names: compare evaluation "
-                         "folders written by `eager eval` / `eager baseline`, not bare predictions files")
+    split = next((e.split for e in a + b if e.split), None)
+    if dataset is None or split is None:
+        raise ValueError("--by needs the dataset and split, which neither side's metrics.json names: compare "
+                         "evaluation folders written by `eager eval` / `eager baseline`, not bare predictions files")
     data = load_dataset(dataset, args.data_root)
-    groups, order = target_popularity_groups(data, a[0].targets, args.groups)
+    if args.by == "target-popularity":
+        groups, order = target_popularity_groups(data, a[0].targets, args.groups)
+    else:
+        groups, order = history_length_groups(data, split, list(a[0].targets), args.groups)
     return compare_by_group(a, b, groups, order, metrics, args.confidence, args.resamples, args.seed) | {"by": args.by}
 
 
@@ -462,9 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--out", help="also write the comparison here as JSON")
     compare.add_argument("--json", action="store_true")
-    compare.add_argument("--by", choices=["target-popularity"],
-                         help="also compare within groups of users: by the training-split count of their held-out "
-                              "item (reads the dataset the evaluations name)")
+    compare.add_argument("--by", choices=["target-popularity", "history-length"],
+                         help="also compare within groups of users: by the train-split count of their held-out item, "
+                              "or by how many items precede it (reads the dataset the evaluations name)")
     compare.add_argument("--groups", type=int, default=3, help="how many groups --by makes (about equal in users)")
     _add_data_root(compare)
     compare.set_defaults(func=cmd_compare)

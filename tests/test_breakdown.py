@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from eager.cli import main
 from eager.data.split import eval_cases, train_sequences
-from eager.eval.breakdown import compare_by_group, target_popularity_groups
+from eager.eval.breakdown import compare_by_group, history_length_groups, quantile_groups, target_popularity_groups
 from eager.eval.compare import Evaluation, compare_evaluations, read_evaluation
 from tests.conftest import make_cyclic_data
 
@@ -37,6 +37,18 @@ def test_groups_partition_the_users_by_ascending_target_popularity(seed, groups,
         assert name == f"train count {min(held)}–{max(held)}"
         spans.append((min(held), max(held)))
     assert all(high < next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))  # disjoint, ascending
+
+
+@given(st.integers(2, 200), st.integers(2, 6), st.integers(0, 10_000))
+@settings(max_examples=50, deadline=None)
+def test_distinct_values_make_every_group_asked_for_within_one_user_in_size(n, groups, seed):
+    values = np.random.default_rng(seed).permutation(n) * 3  # all distinct
+    users = [f"u{i}" for i in range(n)]
+    group_of, order = quantile_groups(users, values, groups, "v")
+    sizes = [sum(1 for u in users if group_of[u] == g) for g in order]
+    assert len(order) == min(groups, n) and max(sizes) - min(sizes) <= 1 and sum(sizes) == n
+    with pytest.raises(ValueError, match="at least 2"):
+        quantile_groups(users, values, 1, "v")
 
 
 def test_a_gain_in_one_group_shows_there_and_nowhere_else():
@@ -85,3 +97,23 @@ def test_the_command_breaks_a_real_comparison_down(shared_data, tmp_path, capsys
     assert main(["compare", str(bare), str(bare), "--by", "target-popularity", "--data-root", str(shared_data)]) == 2
     assert "neither side's metrics.json names" in capsys.readouterr().err
     assert read_evaluation(test_dir).dataset == "scientific"
+
+    assert main(["compare", str(test_dir), str(test_dir), "--by", "history-length", "--metrics", "recall@10",
+                 "--resamples", str(RESAMPLES), "--data-root", str(shared_data), "--json"]) == 0
+    by_history = json.loads(capsys.readouterr().out)
+    assert by_history["by"] == "history-length" and by_history["groups"][0]["group"].startswith("history length ")
+
+
+def test_history_groups_count_the_items_before_the_held_out_one():
+    data = make_cyclic_data(num_users=30, length=6)
+    data.sequences = [seq[: 3 + u % 4] for u, seq in enumerate(data.sequences)]  # lengths 3..6
+    users = data.user_keys
+    for split, offset in (("test", 1), ("valid", 2)):
+        group_of, order = history_length_groups(data, split, users, groups=4)
+        assert order == [f"history length {n}–{n}" for n in range(3 - offset, 7 - offset)]
+        assert all(group_of[u] == f"history length {n}–{n}" for u, n in
+                   ((u, len(data.sequences[i]) - offset) for i, u in enumerate(users)))
+    with pytest.raises(ValueError, match="not in cyclic"):
+        history_length_groups(data, "test", ["nobody"])
+    with pytest.raises(ValueError, match="split must be"):
+        history_length_groups(data, "train", users)

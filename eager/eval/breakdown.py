@@ -1,9 +1,9 @@
 """Where a difference between two systems lives: the paired comparison within groups of users.
 
 A paired test over all users says *whether* B beats A; a researcher's next question is *for whom*.
-Here the users are grouped by how popular their held-out item is in the training split (the
-behaviour signal is strongest for popular items and weakest in the long tail), into groups of
-about equal size, and `compare_evaluations` runs on each group alone. The groups' intervals are
+Here the users are grouped, into groups of about equal size, by how popular their held-out item is
+in the training split (the behaviour signal is strongest for popular items and weakest in the long
+tail) or by how long their history is, and `compare_evaluations` runs on each group alone. The groups' intervals are
 each over their own users, so they are wider than the whole split's; a difference that is clear
 overall may be clear in no single group.
 """
@@ -22,14 +22,7 @@ from eager.eval.compare import DEFAULT_METRICS, Evaluation, Runs, compare_evalua
 
 def target_popularity_groups(data: InteractionData, targets: dict[str, str],
                              groups: int = 3) -> tuple[dict[str, str], list[str]]:
-    """Each user's group: the training-split count of its held-out item, cut at the users' quantiles.
-
-    Returns the user → group map and the group names from the least to the most popular. Groups are
-    named by the count range they hold ("train count 0–3"); ties at a cut keep a count in one group,
-    so sizes are only about equal (and heavy ties can leave fewer groups than asked).
-    """
-    if groups < 2:
-        raise ValueError(f"groups must be at least 2 to break a comparison down, not {groups}")
+    """Each user's group by the training-split count of its held-out item (see ``quantile_groups``)."""
     index = data.key_to_index()
     unknown = [t for t in targets.values() if t not in index]
     if unknown:
@@ -37,13 +30,46 @@ def target_popularity_groups(data: InteractionData, targets: dict[str, str],
                          "these predictions are of another dataset")
     counts = np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
     users = list(targets)
-    popularity = np.array([counts[index[targets[u]]] for u in users])
-    cuts = np.unique(np.quantile(popularity, np.linspace(0, 1, groups + 1)[1:-1], method="higher"))
-    slot = np.searchsorted(cuts, popularity, side="right")
+    return quantile_groups(users, [int(counts[index[targets[u]]]) for u in users], groups, "train count")
+
+
+def history_length_groups(data: InteractionData, split: str, users: Sequence[str],
+                          groups: int = 3) -> tuple[dict[str, str], list[str]]:
+    """Each user's group by how many items precede its held-out one (before any history cap)."""
+    offset = {"valid": 2, "test": 1}.get(split)
+    if offset is None:
+        raise ValueError(f"split must be 'valid' or 'test' to know each user's history, not {split!r}")
+    row = {key: u for u, key in enumerate(data.user_keys)}
+    unknown = [u for u in users if u not in row]
+    if unknown:
+        raise ValueError(f"user {unknown[0]!r} is not in {data.name}: these predictions are of another dataset")
+    return quantile_groups(users, [len(data.sequences[row[u]]) - offset for u in users], groups, "history length")
+
+
+def quantile_groups(users: Sequence[str], values: Sequence[int], groups: int,
+                    label: str) -> tuple[dict[str, str], list[str]]:
+    """Users cut into ``groups`` by their values: the user → group map and the group names from the
+    lowest values up. Walking the distinct values upwards, a group closes where the running count of
+    users first reaches the next k/groups share; all users of one value stay in one group, so sizes
+    are only about equal (and a value held by many can leave fewer groups than asked). A group is
+    named by the range it holds ("train count 0–3").
+    """
+    if groups < 2:
+        raise ValueError(f"groups must be at least 2 to break a comparison down, not {groups}")
+    values = np.asarray(values)
+    distinct, running = np.unique(values, return_counts=True)
+    running = np.cumsum(running)
+    last_of_group, share = [], 1
+    for value, count in zip(distinct, running):
+        if share < groups and count >= share * len(values) / groups:
+            last_of_group.append(value)
+            while share < groups and count >= share * len(values) / groups:
+                share += 1
+    slot = np.searchsorted(last_of_group, values, side="left")
     names = {}
-    for s in np.unique(slot):  # ascending, so the names come out least popular first
-        held = popularity[slot == s]
-        names[s] = f"train count {held.min()}–{held.max()}"
+    for s in np.unique(slot):  # ascending, so the names come out lowest first
+        held = values[slot == s]
+        names[s] = f"{label} {held.min()}–{held.max()}"
     return {u: names[s] for u, s in zip(users, slot)}, list(names.values())
 
 
