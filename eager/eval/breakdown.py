@@ -3,9 +3,9 @@
 A paired test over all users says *whether* B beats A; a researcher's next question is *for whom*.
 Here the users are grouped, into groups of about equal size, by how popular their held-out item is
 in the training split (the behaviour signal is strongest for popular items and weakest in the long
-tail) or by how long their history is, and `compare_evaluations` runs on each group alone. The groups' intervals are
-each over their own users, so they are wider than the whole split's; a difference that is clear
-overall may be clear in no single group.
+tail) or by how long their history is, and `compare_evaluations` runs on each group alone. Each
+group's interval is over its own users, so it is wider than the whole split's; a difference that
+is clear overall may be clear in no single group.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from eager.data.dataset import InteractionData
-from eager.data.split import train_sequences
+from eager.data.split import eval_cases, train_sequences
 from eager.eval.compare import DEFAULT_METRICS, Evaluation, Runs, compare_evaluations, format_p_value
 
 
@@ -36,14 +36,13 @@ def target_popularity_groups(data: InteractionData, targets: dict[str, str],
 def history_length_groups(data: InteractionData, split: str, users: Sequence[str],
                           groups: int = 3) -> tuple[dict[str, str], list[str]]:
     """Each user's group by how many items precede its held-out one (before any history cap)."""
-    offset = {"valid": 2, "test": 1}.get(split)
-    if offset is None:
-        raise ValueError(f"split must be 'valid' or 'test' to know each user's history, not {split!r}")
     row = {key: u for u, key in enumerate(data.user_keys)}
     unknown = [u for u in users if u not in row]
     if unknown:
         raise ValueError(f"user {unknown[0]!r} is not in {data.name}: these predictions are of another dataset")
-    return quantile_groups(users, [len(data.sequences[row[u]]) - offset for u in users], groups, "history length")
+    # The split's own cases, uncapped, so "history" means what the split rule says precedes the target.
+    length = {c.user: len(c.history) for c in eval_cases(data, split, max_history=max(map(len, data.sequences)))}
+    return quantile_groups(users, [length[row[u]] for u in users], groups, "history length")
 
 
 def quantile_groups(users: Sequence[str], values: Sequence[int], groups: int,
