@@ -278,17 +278,15 @@ def cmd_compare(args) -> None:
     else:
         print(comparison_table(result))
         if args.by:
-            from eager.eval.breakdown import grouped_table
+            from eager.eval.breakdown import GROUPINGS, grouped_table
 
-            what = {"target-popularity": "how often their held-out item occurs in the train split",
-                    "history-length": "how many items precede their held-out one"}[args.by]
-            print(f"\nWithin groups of users, by {what}:\n")
+            print(f"\nWithin groups of users, by {GROUPINGS[args.by]}:\n")
             print(grouped_table(result))
 
 
 def _compare_by_group(a, b, metrics, args) -> dict:
     from eager.data import load_dataset
-    from eager.eval.breakdown import compare_by_group, history_length_groups, target_popularity_groups
+    from eager.eval.breakdown import compare_by_group, group_users
 
     dataset = next((e.dataset for e in a + b if e.dataset), None)
     split = next((e.split for e in a + b if e.split), None)
@@ -296,10 +294,7 @@ def _compare_by_group(a, b, metrics, args) -> dict:
         raise ValueError("--by needs the dataset and split, which neither side's metrics.json names: compare "
                          "evaluation folders written by `eager eval` / `eager baseline`, not bare predictions files")
     data = load_dataset(dataset, args.data_root)
-    if args.by == "target-popularity":
-        groups, order = target_popularity_groups(data, a[0].targets, args.groups)
-    else:
-        groups, order = history_length_groups(data, split, list(a[0].targets), args.groups)
+    groups, order = group_users(data, args.by, split, a[0].targets, args.groups)
     return compare_by_group(a, b, groups, order, metrics, args.confidence, args.resamples, args.seed) | {"by": args.by}
 
 

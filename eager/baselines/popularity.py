@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases, train_sequences
+from eager.data.split import eval_cases, train_item_counts
 from eager.eval.harness import evaluate_rankings
 
 
 def popularity_ranking(data: InteractionData, k: int = 20) -> list[str]:
-    counts = np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
+    counts = train_item_counts(data)
     # Stable sort: equal counts keep catalogue order, so the ranking is deterministic.
     order = np.argsort(-counts, kind="stable")[:k]
     keys = data.item_keys

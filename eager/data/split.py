@@ -26,6 +26,11 @@ def train_sequences(data: InteractionData) -> list[np.ndarray]:
     return [seq[:-2] for seq in data.sequences]
 
 
+def train_item_counts(data: InteractionData) -> np.ndarray:
+    """How often each item (by internal index) occurs in the train split."""
+    return np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
+
+
 def eval_cases(data: InteractionData, split: str, max_history: int = DEFAULT_MAX_HISTORY) -> list[EvalCase]:
     """Validation targets the second-to-last item, test the last; users too short are skipped."""
     if split not in ("valid", "test"):

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases, train_sequences
+from eager.data.split import eval_cases, train_item_counts
 from eager.eval.compare import DEFAULT_METRICS, Evaluation, Runs, compare_evaluations, format_p_value
 
 
@@ -28,7 +28,7 @@ def target_popularity_groups(data: InteractionData, targets: dict[str, str],
     if unknown:
         raise ValueError(f"held-out item {unknown[0]!r} is not in {data.name}'s catalogue: "
                          "these predictions are of another dataset")
-    counts = np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
+    counts = train_item_counts(data)
     users = list(targets)
     return quantile_groups(users, [int(counts[index[targets[u]]]) for u in users], groups, "train count")
 
@@ -43,6 +43,23 @@ def history_length_groups(data: InteractionData, split: str, users: Sequence[str
     # The split's own cases, uncapped, so "history" means what the split rule says precedes the target.
     length = {c.user: len(c.history) for c in eval_cases(data, split, max_history=max(map(len, data.sequences)))}
     return quantile_groups(users, [length[row[u]] for u in users], groups, "history length")
+
+
+# What each `--by` groups users by, as the command's table heading says it.
+GROUPINGS = {
+    "target-popularity": "how often their held-out item occurs in the train split",
+    "history-length": "how many items precede their held-out one",
+}
+
+
+def group_users(data: InteractionData, by: str, split: str, targets: dict[str, str],
+                groups: int = 3) -> tuple[dict[str, str], list[str]]:
+    """The user → group map and the group names in order, for one of ``GROUPINGS``."""
+    if by == "target-popularity":
+        return target_popularity_groups(data, targets, groups)
+    if by == "history-length":
+        return history_length_groups(data, split, list(targets), groups)
+    raise ValueError(f"cannot group users by {by!r}; choose one of: {', '.join(GROUPINGS)}")
 
 
 def quantile_groups(users: Sequence[str], values: Sequence[int], groups: int,
@@ -90,9 +107,10 @@ def compare_by_group(
     if missing:
         raise ValueError(f"{len(missing)} users have no group (e.g. {sorted(missing)[:1]}): "
                          "group every user the evaluations hold")
+    present = list(dict.fromkeys(group_of[u] for u in runs_a[0].targets))
+    names = present if order is None else [g for g in order if g in present]
     by_group = []
-    present = dict.fromkeys(group_of[u] for u in runs_a[0].targets)
-    for name in [g for g in order if g in present] if order is not None else present:
+    for name in names:
         members = {u for u in runs_a[0].targets if group_of[u] == name}
         part = compare_evaluations([_restrict(e, members) for e in runs_a], [_restrict(e, members) for e in runs_b],
                                    metrics, confidence, resamples, seed)
