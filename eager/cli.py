@@ -130,29 +130,39 @@ def _stage_steps(text: str) -> tuple[int, int]:
     return steps[0], steps[-1]
 
 
-def cmd_train(args) -> None:
+def train_recipe_from_args(args):
+    """The named recipe with ``eager train``'s overrides applied (each flag left unset keeps the recipe's)."""
     from dataclasses import replace
 
-    from eager.data import load_dataset
-    from eager.llm.pipeline import train_variant
-    from eager.llm.recipes import get_recipe, get_variant
+    from eager.llm.recipes import get_recipe
 
-    recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
-    if args.max_steps:
+    recipe = get_recipe(args.recipe)
+    if args.max_steps:  # exact counts: a clock budget would cut them short on a slower GPU
         first, second = _stage_steps(args.max_steps)
-        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=first),
-                         stage2=replace(recipe.stage2, max_steps=second))
+        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=first, max_minutes=None),
+                         stage2=replace(recipe.stage2, max_steps=second, max_minutes=None))
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
     if args.compile is not None:
         recipe = replace(recipe, compile=args.compile)
     if args.train_seed is not None:
         recipe = replace(recipe, train_seed=args.train_seed)
+    if args.activation_checkpointing is not None:
+        recipe = replace(recipe, activation_checkpointing=args.activation_checkpointing)
     if args.attention is not None:
         try:
             recipe = replace(recipe, attention=args.attention)
         except ValueError as error:  # e.g. varlen on a recipe that does not pack
             raise SystemExit(f"--attention: {error}") from None
+    return recipe
+
+
+def cmd_train(args) -> None:
+    from eager.data import load_dataset
+    from eager.llm.pipeline import train_variant
+    from eager.llm.recipes import get_variant
+
+    recipe, variant = train_recipe_from_args(args), get_variant(args.variant)
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json,
@@ -399,13 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = stages.add_parser("train", help="train an EAGER-LLM variant and export its checkpoint")
     _add_training_run(train, "smollm2", "full, wo_dki, wo_gct or wo_aat")
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
-    train.add_argument("--max-steps", help="cap the optimizer steps of each stage: N for both, or STAGE1,STAGE2 "
-                       "(e.g. 274,188 to repeat another run's step counts)")
+    train.add_argument("--max-steps", help="the optimizer steps of each stage (fewer only where its epochs end first): "
+                       "N for both, or STAGE1,STAGE2 (e.g. 274,188 to repeat another run's step counts); drops the "
+                       "recipe's clock budget, so the counts hold on a slower GPU too")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the decoder layers for the training steps (default: the recipe's)")
     train.add_argument("--attention", choices=("sdpa", "varlen"),
                        help="attention of the packed training steps: sdpa over whole rows, or varlen, each sample "
                        "over its own length (default: the recipe's)")
+    train.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                       help="recompute the layers' activations in the backward pass: the same gradients for ~1/3 "
+                       "more compute and far less GPU memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
     train.add_argument("--train-seed", type=int,
                        help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
                        "users trained and validated stay the recipe's, so two seeds pair user by user")

@@ -45,6 +45,15 @@ if [ "$recipe" = gpu-lease ] && [ "$budget" -lt "$need" ]; then
 fi
 ckpt=${EAGER_CHECKPOINT:-checkpoints/$dataset/$variant}
 log="$logs/run.log"
+train_args=${EAGER_TRAIN_ARGS:-}
+# The gpu-lease recipe's 256-sample batches reach ~100k tokens, ~110 GiB of activations: an H200
+# holds them, an 80 GB H100 does not (three OOMs on 2026-11-28). Activation checkpointing gives the
+# same gradients in a fraction of the memory, so a run on the smaller card repeats one on the larger.
+gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc 0-9)
+if [ "$recipe" = gpu-lease ] && [ -n "$gpu_mib" ] && [ "$gpu_mib" -lt 120000 ] && [[ "$train_args" != *checkpointing* ]]; then
+  train_args="$train_args --activation-checkpointing"
+  echo "GPU memory ${gpu_mib} MiB < 120000: training with --activation-checkpointing"
+fi
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -63,7 +72,7 @@ pack() {
 # (A run killed here leaves nothing: give the whole run at least ~6 min for the gpu-lease recipe.)
 t0=$(date +%s)
 timeout $(($(left) - 80)) python3 -m eager.cli train --dataset "$dataset" --variant "$variant" --recipe "$recipe" \
-  --out "$ckpt" ${EAGER_TRAIN_ARGS:-} --json > "$logs/train.json" 2> "$log"
+  --out "$ckpt" $train_args --json > "$logs/train.json" 2> "$log"
 echo "train: exit $? after $(($(date +%s) - t0)) s" | tee -a "$log"
 cat "$logs/train.json"
 cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.jsonl" "$logs/" 2>/dev/null

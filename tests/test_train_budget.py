@@ -1,5 +1,6 @@
 """The trainer's clock budget, its schedule, and the collation workers."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -163,6 +164,24 @@ def test_max_steps_flag_takes_one_cap_or_one_per_stage():
             _stage_steps(bad)
 
 
+def test_train_flags_override_only_what_they_name():
+    from eager.cli import build_parser, train_recipe_from_args
+
+    parse = build_parser().parse_args
+    lease = get_recipe("gpu-lease")
+    assert train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease"])) == lease
+    changed = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease", "--max-steps", "274,188",
+                                            "--train-seed", "1", "--activation-checkpointing", "--attention", "varlen"]))
+    assert changed == replace(lease, train_seed=1, activation_checkpointing=True, attention="varlen",
+                              stage1=replace(lease.stage1, max_steps=274, max_minutes=None),
+                              stage2=replace(lease.stage2, max_steps=188, max_minutes=None))
+    off = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease", "--no-activation-checkpointing",
+                                        "--no-compile"]))
+    assert off == replace(lease, activation_checkpointing=False, compile=False)
+    with pytest.raises(SystemExit, match="--attention: .*set pack_len"):
+        train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "cpu", "--attention", "varlen"]))
+
+
 def test_varlen_attention_trains_like_sdpa(cyclic_data, base_dir, tmp_path, monkeypatch):
     """recipe.attention='varlen' routes every training step's attention through it, and trains to the same numbers."""
     import eager.llm.attention as attention
@@ -196,6 +215,81 @@ def test_varlen_attention_trains_like_sdpa(cyclic_data, base_dir, tmp_path, monk
         assert torch.allclose(value, fast_lora[key], atol=1e-5, rtol=1e-4), key
 
 
+def test_activation_checkpointing_trains_like_the_plain_steps(cyclic_data, base_dir, tmp_path, monkeypatch):
+    """recipe.activation_checkpointing keeps a fraction of the activations of every training step for the
+    backward pass (the layers are recomputed, dropout included: the recompute replays its RNG) and trains
+    to the same numbers; it is off again after."""
+    import eager.llm.objective as objective
+
+    kept = []  # per training step: bytes autograd saved for the backward pass inside the decoder stack
+
+    def counting_hidden(*args, **kwargs):
+        saved = [0]
+
+        def pack(tensor):
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = plain_hidden(*args, **kwargs)
+        if out.requires_grad:  # a training step (validation runs without gradients)
+            kept.append(saved[0])
+        return out
+
+    plain_hidden = objective.last_hidden
+    monkeypatch.setattr(objective, "last_hidden", counting_hidden)
+    index = toy_index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec", "item2index"))
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=4, batch_size=8)
+    assert stage.lora.dropout > 0
+    runs = {}
+    for recompute in (False, True):
+        model, tok = load_tiny(base_dir)
+        trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+        recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4, activation_checkpointing=recompute)
+        (tmp_path / "stage2_state.pt").unlink(missing_ok=True)
+        kept.clear()
+        trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe,
+                                                None, tmp_path, lambda r: None, progress=False)
+        assert not trained.get_base_model().model.layers[0].gradient_checkpointing
+        runs[recompute] = (info["history"][-1], lora, rows, list(kept))
+    (plain, plain_lora, plain_rows, plain_kept), (recomputed, recomputed_lora, recomputed_rows, recomputed_kept) = \
+        runs[False], runs[True]
+    # The same 4 batches, each keeping a fraction of what the plain step keeps: each layer's input
+    # instead of everything inside it.
+    assert len(plain_kept) == len(recomputed_kept) == 4
+    assert all(r < 0.25 * p for r, p in zip(recomputed_kept, plain_kept)), (recomputed_kept, plain_kept)
+    assert abs(plain["loss_lm"] - recomputed["loss_lm"]) < 1e-5 * abs(plain["loss_lm"])
+    assert plain["valid_ndcg@10"] == recomputed["valid_ndcg@10"]
+    assert torch.allclose(plain_rows, recomputed_rows, atol=1e-6)
+    for key, value in plain_lora.items():
+        assert torch.allclose(value, recomputed_lora[key], atol=1e-6, rtol=1e-5), key
+
+
+def test_a_step_out_of_memory_says_what_to_change(cyclic_data, base_dir, tmp_path, monkeypatch):
+    import eager.llm.train as train
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 504.00 MiB.\nmore detail")
+
+    monkeypatch.setattr(train, "compute_loss", no_memory)
+    index = toy_index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec",))
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=2, batch_size=8, batch_tokens=512)
+    for recompute in (False, True):
+        model, tok = load_tiny(base_dir)
+        trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+        recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4, activation_checkpointing=recompute)
+        with pytest.raises(RuntimeError) as stopped:
+            train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe, None, tmp_path,
+                        lambda r: None, progress=False)
+        message = str(stopped.value)
+        assert re.search(r"training step 1 ran out of memory on a batch of [\d,]+ tokens", message), message
+        assert ("--activation-checkpointing" in message) is not recompute  # not offered when it is already on
+        assert "batch_tokens, now 512" in message and "Tried to allocate 504.00 MiB" in message
+        assert "more detail" not in message  # the first line of torch's message, not all of it
+
+
 def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):
     from types import SimpleNamespace
 
@@ -209,7 +303,9 @@ def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):
 
     saved = settings_of(recipe)
     # A search trial's name and a fresh clock budget are free: the step count is the saved one.
-    same = replace(recipe, name="cpu-compact+trial", stage1=replace(recipe.stage1, max_minutes=5))
+    # So is activation checkpointing (the same gradients): a run stopped by GPU memory resumes with it.
+    same = replace(recipe, name="cpu-compact+trial", stage1=replace(recipe.stage1, max_minutes=5),
+                   activation_checkpointing=True)
     check_resumable(saved, settings_of(same), tmp_path / "stage1_state.pt")
     changed = replace(recipe, stage1=replace(recipe.stage1, tasks=("seqrec", "item2index")), token_init="text")
     with pytest.raises(ValueError) as refused:

@@ -24,9 +24,10 @@ from eager.llm.recipes import StageConfig, TrainRecipe
 
 
 def _free(path: str) -> bool:
-    """Settings a resumed run may change: the recipe's name (search trials rename it), and any stage's
-    wall-clock budget (a resumed run gets a fresh clock by design; its step count is the one saved)."""
-    return path == "name" or path.endswith(".max_minutes")
+    """Settings a resumed run may change: the recipe's name (search trials rename it), any stage's
+    wall-clock budget (a resumed run gets a fresh clock by design; its step count is the one saved),
+    and activation checkpointing (the same gradients: a run stopped by GPU memory resumes with it on)."""
+    return path in ("name", "activation_checkpointing") or path.endswith(".max_minutes")
 
 
 def run_settings(stage_name: str, stage: StageConfig, recipe: TrainRecipe, dataset: str, samples: int,

@@ -104,6 +104,50 @@ def loader_workers(device: torch.device) -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 2))
 
 
+class ActivationCheckpointing:
+    """transformers' gradient checkpointing over the decoder layers, on for the training steps only.
+
+    Non-reentrant: the LoRA weights get their gradients without the inputs requiring any, and the
+    recomputed forward is the compiled one when the layers are compiled. Validation and export see
+    the model as it was (the layers skip checkpointing outside training mode anyway)."""
+
+    def __init__(self, model, enabled: bool):
+        from eager.llm.objective import causal_lm
+
+        self.lm = causal_lm(model) if enabled else None
+
+    def __enter__(self):
+        if self.lm is None:
+            pass
+        elif hasattr(self.lm, "activation_checkpointing_enable"):  # the name in recent transformers 5 releases
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # the older name (a deprecated alias in the recent ones)
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return self
+
+    def __exit__(self, *exc):
+        if self.lm is not None:
+            disable = getattr(self.lm, "activation_checkpointing_disable", None) or self.lm.gradient_checkpointing_disable
+            disable()
+        return False
+
+
+def out_of_memory_help(error: BaseException, batch_tokens: int, step: int, recipe: TrainRecipe,
+                       stage: StageConfig, device: torch.device) -> RuntimeError:
+    """The GPU's out-of-memory error, with what ran out and what to change (nothing is lost: the state
+    of the last finished epoch stays on disk)."""
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    remedies = []
+    if not recipe.activation_checkpointing:
+        remedies.append("--activation-checkpointing (the same gradients for ~1/3 more compute)")
+    remedies.append(f"a smaller batch (stage batch_tokens, now {stage.batch_tokens}; batch_size, now {stage.batch_size})")
+    where = f" of a {total:.0f} GiB GPU" if total else ""
+    return RuntimeError(
+        f"training step {step + 1} ran out of memory{where} on a batch of {batch_tokens:,} tokens. Retry with "
+        + " or ".join(remedies) + f". ({type(error).__name__}: {str(error).splitlines()[0]})"
+    )
+
+
 class LossModule(torch.nn.Module):
     """Model + projectors behind one forward, so a DDP wrapper sees (and syncs) every gradient."""
 
@@ -204,6 +248,7 @@ def train_stage(
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     compiled = CompiledLayers(model, recipe.compile)
     attention = TrainingAttention(model, recipe.attention)
+    checkpointing = ActivationCheckpointing(model, recipe.activation_checkpointing)
 
     state_file = work_dir / f"{stage_name}_state.pt"
     settings = run_settings(stage_name, stage, recipe, data.name, len(samples), len(tokenizer), model.config)
@@ -261,15 +306,19 @@ def train_stage(
             workers, pin_memory=device.type == "cuda")
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not accelerator.is_main_process, leave=False)
-        with compiled, attention:  # (no-ops unless the recipe compiles / asks for varlen attention)
+        # (no-ops unless the recipe compiles, asks for varlen attention or checkpoints activations)
+        with compiled, attention, checkpointing:
             for batch in bar:
                 if step >= budget.total:
                     break
                 batch_tokens = batch.tokens  # counted on the host, before the copy
                 batch = batch.to(device, non_blocking=True)
-                losses = module(batch, gct, generator)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(losses["loss"])
+                try:
+                    losses = module(batch, gct, generator)
+                    optimizer.zero_grad(set_to_none=True)
+                    accelerator.backward(losses["loss"])
+                except torch.OutOfMemoryError as error:
+                    raise out_of_memory_help(error, batch_tokens, step, recipe, stage, device) from error
                 code_rows.mask_base_rows()
                 accelerator.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
