@@ -418,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attention of the packed training steps: sdpa over whole rows, or varlen, each sample "
                        "over its own length (default: the recipe's)")
     train.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                       help="recompute the layers' activations in the backward pass: the same gradients for ~1/3 "
-                       "more compute and far less GPU memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
+                       help="recompute the layers' activations in the backward pass: the same gradients for a second "
+                       "forward pass a step, in far less GPU memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
     train.add_argument("--train-seed", type=int,
                        help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
                        "users trained and validated stay the recipe's, so two seeds pair user by user")
@@ -430,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_run(search, "gpu-lease", "whose stage 1 the trials train (default full)")
     search.add_argument("--trial", action="append", help="a named trial (see eager.llm.search.LEASE_TRIALS) or "
                         "NAME:field.path=value,...; repeat it; default: every named trial")
-    search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own")
+    search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own (exact: "
+                        "its clock budget goes, so trials compare at equal steps on any GPU)")
     search.add_argument("--out", help="results folder (default: <artifacts>/<dataset>/search/<variant>-<recipe>)")
     search.set_defaults(func=cmd_search)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eager.llm.recipes import GPU_LEASE_RECIPE, get_variant
-from eager.llm.search import LEASE_TRIALS, Trial, apply_changes, parse_trial, run_search
+from eager.llm.search import LEASE_TRIALS, Trial, apply_changes, parse_trial, run_search, trial_recipe
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 
@@ -44,6 +44,18 @@ def test_trials_parse_by_name_or_spec_and_bad_ones_say_why():
         apply_changes(GPU_LEASE_RECIPE, (("compile", 1),))
     with pytest.raises(ValueError, match="not field.path=value"):
         parse_trial("x:stage1.lr")
+
+
+def test_a_search_step_count_is_exact_unless_a_trial_sets_its_own():
+    assert GPU_LEASE_RECIPE.stage1.max_minutes  # the lease recipe's stage 1 runs on a clock
+    plain = trial_recipe(GPU_LEASE_RECIPE, Trial("base"), max_steps=300)
+    assert (plain.name, plain.stage1.max_steps, plain.stage1.max_minutes) == ("gpu-lease+base", 300, None)
+    assert plain.stage2 == GPU_LEASE_RECIPE.stage2  # a search trains stage 1 only
+    own = trial_recipe(GPU_LEASE_RECIPE, Trial("own", (("stage1.max_steps", 50),)), max_steps=300)
+    assert (own.stage1.max_steps, own.stage1.max_minutes) == (50, GPU_LEASE_RECIPE.stage1.max_minutes)
+    clocked = trial_recipe(GPU_LEASE_RECIPE, Trial("clocked", (("stage1.max_minutes", 2.0),)), max_steps=300)
+    assert (clocked.stage1.max_steps, clocked.stage1.max_minutes) == (300, 2.0)
+    assert trial_recipe(GPU_LEASE_RECIPE, Trial("open")).stage1 == GPU_LEASE_RECIPE.stage1  # no --max-steps: as named
 
 
 def test_search_trains_each_trial_and_ranks_them(cyclic_data, base_dir, tmp_path):

@@ -62,9 +62,10 @@ class TrainRecipe:
     # or "varlen" (each sample attends over its own length only: eager.llm.attention). Needs pack_len.
     attention: str = "sdpa"
     # Recompute each decoder layer's activations in the backward pass instead of keeping them
-    # (transformers' gradient checkpointing): the same losses and gradients for about a third more
-    # compute, and a step's memory no longer grows ~1 MiB a token. What lets a recipe sized on an
-    # H200 (gpu-lease: 256-sample batches, up to ~100k tokens) train on an 80 GB H100.
+    # (transformers' gradient checkpointing): the same losses and gradients for a second forward pass
+    # a step, and a step no longer keeps ~1 MiB a token. What lets a recipe sized on an H200
+    # (gpu-lease: 256-sample batches, up to ~100k tokens) train on an 80 GB H100: there in 13.6 GiB,
+    # at 41k tokens/s against the H200's 75k without it (docs/training.md, fifth lease).
     activation_checkpointing: bool = False
 
     @property

@@ -122,6 +122,17 @@ def _split_top_level(spec: str) -> list[str]:
     return [p for p in (*parts, current) if p.strip()]
 
 
+def trial_recipe(recipe: TrainRecipe, trial: Trial, max_steps: int | None = None) -> TrainRecipe:
+    """The recipe a trial trains: its changes, then ``max_steps`` stage-1 steps unless it sets its own.
+    Those are exact (the stage's clock budget goes), so trials compare at equal steps on any GPU."""
+    changed = apply_changes(recipe, trial.changes)
+    paths = {path for path, _ in trial.changes}
+    if max_steps and "stage1.max_steps" not in paths:
+        clock = changed.stage1.max_minutes if "stage1.max_minutes" in paths else None
+        changed = replace(changed, stage1=replace(changed.stage1, max_steps=max_steps, max_minutes=clock))
+    return replace(changed, name=f"{recipe.name}+{trial.name}")
+
+
 def run_search(
     data: InteractionData,
     variant: Variant,
@@ -167,10 +178,7 @@ def run_search(
         (out / "valid_ranks.json").write_text(json.dumps({name: e.ranks for name, e in evaluations.items()}) + "\n")
 
     for trial in trials:
-        changed = apply_changes(recipe, trial.changes)
-        if max_steps and not any(path == "stage1.max_steps" for path, _ in trial.changes):
-            changed = replace(changed, stage1=replace(changed.stage1, max_steps=max_steps))
-        changed = replace(changed, name=f"{recipe.name}+{trial.name}")
+        changed = trial_recipe(recipe, trial, max_steps)
         model, tokenizer = load_model() if load_model else (None, None)
         row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes},
                "popularity": popularity_on_selection(data, changed)}  # on this trial's validation users

@@ -139,7 +139,7 @@ def out_of_memory_help(error: BaseException, batch_tokens: int, step: int, recip
     total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
     remedies = []
     if not recipe.activation_checkpointing:
-        remedies.append("--activation-checkpointing (the same gradients for ~1/3 more compute)")
+        remedies.append("--activation-checkpointing (the same gradients, a second forward pass a step)")
     remedies.append(f"a smaller batch (stage batch_tokens, now {stage.batch_tokens}; batch_size, now {stage.batch_size})")
     where = f" of a {total:.0f} GiB GPU" if total else ""
     return RuntimeError(
