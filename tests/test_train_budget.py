@@ -272,6 +272,7 @@ def test_a_step_out_of_memory_says_what_to_change(cyclic_data, base_dir, tmp_pat
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 504.00 MiB.\nmore detail")
 
+    plain_loss = train.compute_loss
     monkeypatch.setattr(train, "compute_loss", no_memory)
     index = toy_index(cyclic_data)
     samples = build_samples(cyclic_data, index, ("seqrec",))
@@ -288,6 +289,19 @@ def test_a_step_out_of_memory_says_what_to_change(cyclic_data, base_dir, tmp_pat
         assert ("--activation-checkpointing" in message) is not recompute  # not offered when it is already on
         assert "batch_tokens, now 512" in message and "Tried to allocate 504.00 MiB" in message
         assert "more detail" not in message  # the first line of torch's message, not all of it
+        assert "resumes from the last finished epoch" not in message  # no epoch finished: nothing to resume
+
+    # Out of memory in the second epoch: the first one's state is on disk, and the message says a rerun keeps it.
+    state = tmp_path / "stage2_state.pt"
+    assert not state.exists()
+    monkeypatch.setattr(train, "compute_loss", lambda *a, **k: no_memory() if state.exists() else plain_loss(*a, **k))
+    model, tok = load_tiny(base_dir)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+    with pytest.raises(RuntimeError, match=r"training step \d+ ran out.*A rerun with --activation-checkpointing resumes "
+                                           r"from the last finished epoch \(.*stage2_state.pt\)"):
+        train_stage("stage2", model, tok, index, trie, cyclic_data, samples, replace(stage, epochs=2, max_steps=None),
+                    recipe, None, tmp_path, lambda r: None, progress=False)
 
 
 def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):

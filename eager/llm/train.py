@@ -133,18 +133,19 @@ class ActivationCheckpointing:
 
 
 def out_of_memory_help(error: BaseException, batch_tokens: int, step: int, recipe: TrainRecipe,
-                       stage: StageConfig, device: torch.device) -> RuntimeError:
-    """The GPU's out-of-memory error, with what ran out and what to change (nothing is lost: the state
-    of the last finished epoch stays on disk)."""
+                       stage: StageConfig, device: torch.device, state_file: Path) -> RuntimeError:
+    """The GPU's out-of-memory error, with what ran out, what to change, and what a rerun keeps."""
     total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
     remedies = []
     if not recipe.activation_checkpointing:
         remedies.append("--activation-checkpointing (the same gradients, a second forward pass a step)")
     remedies.append(f"a smaller batch (stage batch_tokens, now {stage.batch_tokens}; batch_size, now {stage.batch_size})")
     where = f" of a {total:.0f} GiB GPU" if total else ""
+    kept = (f" A rerun with --activation-checkpointing resumes from the last finished epoch ({state_file})."
+            if state_file.exists() and not recipe.activation_checkpointing else "")
     return RuntimeError(
         f"training step {step + 1} ran out of memory{where} on a batch of {batch_tokens:,} tokens. Retry with "
-        + " or ".join(remedies) + f". ({type(error).__name__}: {str(error).splitlines()[0]})"
+        + " or ".join(remedies) + f".{kept} ({type(error).__name__}: {str(error).splitlines()[0]})"
     )
 
 
@@ -318,7 +319,7 @@ def train_stage(
                     optimizer.zero_grad(set_to_none=True)
                     accelerator.backward(losses["loss"])
                 except torch.OutOfMemoryError as error:
-                    raise out_of_memory_help(error, batch_tokens, step, recipe, stage, device) from error
+                    raise out_of_memory_help(error, batch_tokens, step, recipe, stage, device, state_file) from error
                 code_rows.mask_base_rows()
                 accelerator.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
