@@ -148,7 +148,10 @@ def train_recipe_from_args(args):
     if args.train_seed is not None:
         recipe = replace(recipe, train_seed=args.train_seed)
     if args.activation_checkpointing is not None:
-        recipe = replace(recipe, activation_checkpointing=args.activation_checkpointing)
+        try:
+            recipe = replace(recipe, activation_checkpointing=args.activation_checkpointing)
+        except ValueError as error:
+            raise SystemExit(f"--activation-checkpointing: {error}") from None
     if args.attention is not None:
         try:
             recipe = replace(recipe, attention=args.attention)
@@ -417,9 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--attention", choices=("sdpa", "varlen"),
                        help="attention of the packed training steps: sdpa over whole rows, or varlen, each sample "
                        "over its own length (default: the recipe's)")
-    train.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                       help="recompute the layers' activations in the backward pass: the same gradients for a second "
-                       "forward pass a step, in far less GPU memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
+    train.add_argument("--activation-checkpointing", type=int, nargs="?", const=1, metavar="N",
+                       help="recompute the activations of every N-th decoder layer in the backward pass (alone: every "
+                       "layer; 0: none): the same gradients for a second forward pass through them, in far less GPU "
+                       "memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
     train.add_argument("--train-seed", type=int,
                        help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
                        "users trained and validated stay the recipe's, so two seeds pair user by user")

@@ -48,7 +48,8 @@ log="$logs/run.log"
 train_args=${EAGER_TRAIN_ARGS:-}
 # The gpu-lease recipe's 256-sample batches reach ~100k tokens, ~110 GiB of activations: an H200
 # holds them, an 80 GB H100 does not (three OOMs on 2026-11-28). Activation checkpointing gives the
-# same gradients in a fraction of the memory, so a run on the smaller card repeats one on the larger.
+# same gradients in a fraction of the memory, so a run on the smaller card repeats one on the larger
+# (every layer; EAGER_TRAIN_ARGS="--activation-checkpointing 2" asks for every other one instead).
 gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc 0-9)
 if [ "$recipe" = gpu-lease ] && [ -n "$gpu_mib" ] && [ "$gpu_mib" -lt 120000 ] && [[ "$train_args" != *checkpointing* ]]; then
   train_args="$train_args --activation-checkpointing"

@@ -61,12 +61,14 @@ class TrainRecipe:
     # Attention of the packed training steps: "sdpa" (transformers' block-diagonal mask over whole rows)
     # or "varlen" (each sample attends over its own length only: eager.llm.attention). Needs pack_len.
     attention: str = "sdpa"
-    # Recompute each decoder layer's activations in the backward pass instead of keeping them
-    # (transformers' gradient checkpointing): the same losses and gradients for a second forward pass
-    # a step, and a step no longer keeps ~1 MiB a token. What lets a recipe sized on an H200
-    # (gpu-lease: 256-sample batches, up to ~100k tokens) train on an 80 GB H100: there in 13.6 GiB,
-    # at 41k tokens/s against the H200's 75k without it (docs/training.md, fifth lease).
-    activation_checkpointing: bool = False
+    # Recompute decoder layers' activations in the backward pass instead of keeping them
+    # (transformers' activation checkpointing) in every n-th layer: 0 none, 1 every layer, 2 every
+    # other one, ... The same losses and gradients for a second forward pass through those layers,
+    # and a step no longer keeps ~1 MiB a token in them. What lets a recipe sized on an H200
+    # (gpu-lease: 256-sample batches, up to ~100k tokens) train on an 80 GB H100: with every layer,
+    # there in 13.6 GiB, at 41k tokens/s against the H200's 75k without (docs/training.md, fifth
+    # lease); every other layer keeps about half the activations for half the recompute.
+    activation_checkpointing: int = 0
 
     @property
     def training_seed(self) -> int:
@@ -78,6 +80,10 @@ class TrainRecipe:
 
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"unknown attention {self.attention!r}; choose one of: {', '.join(ATTENTION_CHOICES)}")
+        if isinstance(self.activation_checkpointing, bool) or not isinstance(self.activation_checkpointing, int) \
+                or self.activation_checkpointing < 0:
+            raise ValueError(f"activation_checkpointing is every how many decoder layers to checkpoint (0: none, "
+                             f"1: all, 2: every other), not {self.activation_checkpointing!r}")
         if self.max_users is not None and self.max_users < 1:
             raise ValueError(f"max_users must be a positive number of users, not {self.max_users}")
         if self.attention == "varlen" and not self.pack_len:

@@ -105,24 +105,30 @@ def loader_workers(device: torch.device) -> int:
 
 
 class ActivationCheckpointing:
-    """transformers' gradient checkpointing over the decoder layers, on for the training steps only.
+    """transformers' activation checkpointing of every n-th decoder layer, on for the training steps only.
 
     Non-reentrant: the LoRA weights get their gradients without the inputs requiring any, and the
     recomputed forward is the compiled one when the layers are compiled. Validation and export see
     the model as it was (the layers skip checkpointing outside training mode anyway)."""
 
-    def __init__(self, model, enabled: bool):
+    def __init__(self, model, every_n_layers: int):
         from eager.llm.objective import causal_lm
 
-        self.lm = causal_lm(model) if enabled else None
+        self.lm = causal_lm(model) if every_n_layers else None
+        self.every = every_n_layers
+        if self.lm is not None and every_n_layers > 1 and not hasattr(self.lm, "activation_checkpointing_enable"):
+            raise ValueError(f"activation_checkpointing={every_n_layers} (every {every_n_layers}th layer) needs a "
+                             "transformers release with activation_checkpointing_enable (5.24 has it): upgrade it, or "
+                             "use 1 (every layer)")
 
     def __enter__(self):
+        kwargs = {"use_reentrant": False}
         if self.lm is None:
             pass
         elif hasattr(self.lm, "activation_checkpointing_enable"):  # the name in recent transformers 5 releases
-            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:  # the older name (a deprecated alias in the recent ones)
-            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=self.every)
+        else:  # the older name (a deprecated alias in the recent ones), every layer
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         return self
 
     def __exit__(self, *exc):
@@ -137,12 +143,12 @@ def out_of_memory_help(error: BaseException, batch_tokens: int, step: int, recip
     """The GPU's out-of-memory error, with what ran out, what to change, and what a rerun keeps."""
     total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
     remedies = []
-    if not recipe.activation_checkpointing:
-        remedies.append("--activation-checkpointing (the same gradients, a second forward pass a step)")
+    if recipe.activation_checkpointing != 1:
+        remedies.append("--activation-checkpointing (every layer; the same gradients, a second forward pass a step)")
     remedies.append(f"a smaller batch (stage batch_tokens, now {stage.batch_tokens}; batch_size, now {stage.batch_size})")
     where = f" of a {total:.0f} GiB GPU" if total else ""
     kept = (f" A rerun with --activation-checkpointing resumes from the last finished epoch ({state_file})."
-            if state_file.exists() and not recipe.activation_checkpointing else "")
+            if state_file.exists() and recipe.activation_checkpointing != 1 else "")
     return RuntimeError(
         f"training step {step + 1} ran out of memory{where} on a batch of {batch_tokens:,} tokens. Retry with "
         + " or ".join(remedies) + f".{kept} ({type(error).__name__}: {str(error).splitlines()[0]})"
