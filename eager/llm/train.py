@@ -155,6 +155,27 @@ def out_of_memory_help(error: BaseException, batch_tokens: int, step: int, recip
     )
 
 
+def batching_lengths(tokenizer, samples: Sequence[Sample], stage: StageConfig, recipe: TrainRecipe) -> list[int]:
+    """What a stage's batches are cut by: exact token lengths under a token budget, else character
+    counts (enough to group samples of similar length, without tokenising)."""
+    if stage.batch_tokens:
+        return token_lengths(tokenizer, samples, recipe.max_len)
+    return approximate_lengths(samples)
+
+
+def epoch_order(count: int, generator: torch.Generator) -> list[int]:
+    """An epoch's sample order. The generator also draws the GCT negatives, so only the first epoch's
+    order follows from the seed alone (``torch.Generator().manual_seed(recipe.training_seed)``)."""
+    return torch.randperm(count, generator=generator).tolist()
+
+
+def stage_batches(order: Sequence[int], lengths: Sequence[int], stage: StageConfig, recipe: TrainRecipe,
+                  epoch: int) -> list[list[int]]:
+    """An epoch's batches of sample ids, in training order (one process's share of the order)."""
+    return bucketed_batches(order, lengths, stage.batch_size, seed=recipe.training_seed + epoch,
+                            max_tokens=stage.batch_tokens)
+
+
 class LossModule(torch.nn.Module):
     """Model + projectors behind one forward, so a DDP wrapper sees (and syncs) every gradient."""
 
@@ -223,13 +244,10 @@ def train_stage(
         groups.append({"params": list(projectors.parameters()), "weight_decay": stage.weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=stage.lr, fused=device.type == "cuda")
     world, rank = accelerator.num_processes, accelerator.process_index
-    if stage.batch_tokens:  # exact lengths: batches are cut by them
-        lengths = token_lengths(tokenizer, samples, recipe.max_len)
-    else:  # character counts are enough to bucket by
-        lengths = approximate_lengths(samples)
+    lengths = batching_lengths(tokenizer, samples, stage, recipe)
 
     def epoch_batches(order: list[int], epoch: int) -> list[list[int]]:
-        return bucketed_batches(order, lengths, stage.batch_size, seed=recipe.training_seed + epoch, max_tokens=stage.batch_tokens)
+        return stage_batches(order, lengths, stage, recipe, epoch)
 
     if stage.batch_tokens:  # how many batches a token budget cuts: plan one (unshuffled) share to count them
         steps_per_epoch = len(epoch_batches(list(range(len(samples) - len(samples) % world))[rank::world], 0))
@@ -302,7 +320,7 @@ def train_stage(
         model.train()
         # Same permutation on every process (same seed), each takes its own stride of it.
         # Equal shares, or DDP would wait forever for a process's extra step.
-        order = torch.randperm(len(samples), generator=generator).tolist()
+        order = epoch_order(len(samples), generator)
         order = order[: len(order) - len(order) % world][rank::world]
         batches = epoch_batches(order, epoch)
         if stage.batch_tokens and world > 1:  # token budgets cut each share into its own count: DDP needs one
