@@ -126,32 +126,34 @@ def test_the_gpu_lease_recipe_is_named_and_budgeted():
 
 
 def test_compiled_layers_train_like_the_plain_ones(cyclic_data, base_dir, tmp_path):
-    """torch.compile of the decoder layers (packed rows, LoRA, GCT off) changes no number that matters."""
+    """torch.compile of the decoder layers (packed rows, LoRA, GCT off) changes no number that matters,
+    with activation checkpointing too (the compiled layer recomputed in the backward pass)."""
     index = toy_index(cyclic_data)
     samples = build_samples(cyclic_data, index, ("seqrec", "item2index"))
     stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=3, batch_size=8,
                     lora=replace(TEST_RECIPE.stage2.lora, dropout=0.0))  # inductor draws dropout masks its own way
     from torch._dynamo.utils import counters
 
-    counters.clear()
     runs = {}
-    for compiled in (False, True):
+    for compiled, checkpointed in ((False, 0), (True, 0), (True, 1)):
+        counters.clear()
         model, tok = load_tiny(base_dir)
         trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
-        recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4, compile=compiled)
+        recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4, compile=compiled, activation_checkpointing=checkpointed)
         (tmp_path / "stage2_state.pt").unlink(missing_ok=True)  # a finished run leaves its state: start afresh
         trained, lora, rows, info = train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe,
                                                 None, tmp_path, lambda r: None, progress=False)
         layer = trained.get_base_model().model.layers[0]
         assert "forward" not in vars(layer)  # the plain forward is back after training
-        runs[compiled] = (info["history"][-1], lora)
-    # The compiled run went through dynamo: one graph for both layers, nothing left in eager mode.
-    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
-    (plain, plain_lora), (fast, fast_lora) = runs[False], runs[True]
-    assert abs(plain["loss_lm"] - fast["loss_lm"]) < 1e-3 * abs(plain["loss_lm"])
-    assert plain["valid_ndcg@10"] == fast["valid_ndcg@10"]
-    for key, value in plain_lora.items():
-        assert torch.allclose(value, fast_lora[key], atol=1e-4, rtol=1e-3), key
+        if compiled:  # it went through dynamo: one graph for both layers, nothing left in eager mode
+            assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], (checkpointed, dict(counters))
+        runs[compiled, checkpointed] = (info["history"][-1], lora)
+    plain, plain_lora = runs[False, 0]
+    for fast, fast_lora in (runs[True, 0], runs[True, 1]):
+        assert abs(plain["loss_lm"] - fast["loss_lm"]) < 1e-3 * abs(plain["loss_lm"])
+        assert plain["valid_ndcg@10"] == fast["valid_ndcg@10"]
+        for key, value in plain_lora.items():
+            assert torch.allclose(value, fast_lora[key], atol=1e-4, rtol=1e-3), key
 
 
 def test_max_steps_flag_takes_one_cap_or_one_per_stage():
