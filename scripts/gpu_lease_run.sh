@@ -34,27 +34,31 @@ started=$(date +%s)
 budget=${EAGER_RUN_SECONDS:-540}
 left() { echo $((budget - ($(date +%s) - started))); }
 splits=${EAGER_EVAL_SPLITS:-test valid}
-# The gpu-lease recipe trains for ~250 s on an H200 (both stages, their validation, loading) and each
-# split takes ~60 s: a smaller budget stops the run before its checkpoint (a 325 s test-only wo_dki
-# run did on 2026-11-27), so say so before spending the lease on it.
+train_args=${EAGER_TRAIN_ARGS:-}
+# The gpu-lease recipe's 256-sample batches reach 98,304 tokens (scripts/batch_plan.py), ~110 GiB of
+# activations: an H200 holds them, an 80 GB H100 does not (three OOMs on 2026-11-28). Activation
+# checkpointing gives the same gradients in a fraction of the memory, so a run on the smaller card
+# repeats one on the larger (every layer; EAGER_TRAIN_ARGS="--activation-checkpointing 2" asks for
+# every other one instead).
+gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc 0-9)
+recompute=0
+if [ "$recipe" = gpu-lease ] && [ -n "$gpu_mib" ] && [ "$gpu_mib" -lt 120000 ] && [[ "$train_args" != *checkpointing* ]]; then
+  train_args="$train_args --activation-checkpointing"
+  recompute=1
+  echo "GPU memory ${gpu_mib} MiB < 120000: training with --activation-checkpointing"
+fi
+# The gpu-lease recipe trains for ~250 s on an H200 (both stages, their validation, loading), ~370 s
+# on an H100 with every layer checkpointed (41k tokens/s against 75k), and each split takes ~60 s:
+# a smaller budget stops the run before its checkpoint (a 325 s test-only wo_dki run did on
+# 2026-11-27), so say so before spending the lease on it.
 evals=$(echo $splits | wc -w)
 [ -n "${EAGER_PAIR_WITH:-}" ] && evals=$((2 * evals))  # the pair's evaluations too
-need=$((280 + 60 * evals))
+need=$((280 + 120 * recompute + 60 * evals))
 if [ "$recipe" = gpu-lease ] && [ "$budget" -lt "$need" ]; then
   echo "warning: EAGER_RUN_SECONDS=$budget is under the ~$need s a gpu-lease run with '$splits' needs; it may stop before the checkpoint" >&2
 fi
 ckpt=${EAGER_CHECKPOINT:-checkpoints/$dataset/$variant}
 log="$logs/run.log"
-train_args=${EAGER_TRAIN_ARGS:-}
-# The gpu-lease recipe's 256-sample batches reach ~100k tokens, ~110 GiB of activations: an H200
-# holds them, an 80 GB H100 does not (three OOMs on 2026-11-28). Activation checkpointing gives the
-# same gradients in a fraction of the memory, so a run on the smaller card repeats one on the larger
-# (every layer; EAGER_TRAIN_ARGS="--activation-checkpointing 2" asks for every other one instead).
-gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1 | tr -dc 0-9)
-if [ "$recipe" = gpu-lease ] && [ -n "$gpu_mib" ] && [ "$gpu_mib" -lt 120000 ] && [[ "$train_args" != *checkpointing* ]]; then
-  train_args="$train_args --activation-checkpointing"
-  echo "GPU memory ${gpu_mib} MiB < 120000: training with --activation-checkpointing"
-fi
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
