@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,11 @@ def artifacts_root(explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(os.environ.get(ARTIFACTS_ENV, "artifacts")).expanduser()
+
+
+def timestamp() -> str:
+    """When a number was measured, as reports and checkpoints record it (local time with its offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def machine_facts() -> dict:

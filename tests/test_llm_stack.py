@@ -160,6 +160,16 @@ def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
     assert len(s1) == 2 and s1[-1] < s1[0]  # the loss falls
     assert {"loss_semantic", "loss_behaviour"} <= set(history[0])
     assert result["selection"]["users"] == 12
+    # The checkpoint and the run's log say where it trained (its tokens/s mean little without the machine).
+    from eager.utils import machine_line
+
+    trained_on = json.loads((out / "config.json").read_text())["trained_on"]
+    assert trained_on["machine"] == machine_line() and trained_on["processes"] == 1
+    assert trained_on["started"] <= trained_on["finished"]
+    log = [json.loads(line) for line in (tmp_path / "artifacts" / "cyclic" / "train" / f"full-{TEST_RECIPE.name}" /
+                                         "train_log.jsonl").read_text().splitlines()]
+    assert log[0] == {"run": "full", "recipe": TEST_RECIPE.name, "out": str(out), "machine": machine_line(),
+                      "processes": 1, "started": trained_on["started"]}
 
     loaded = load_checkpoint(out)
     report = evaluate_checkpoint(loaded, cyclic_data, "test", limit=16, beams=10, k=10)

@@ -8,7 +8,6 @@ split's held-out items, writes ``predictions.jsonl`` (user, target, ranked list)
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -18,7 +17,7 @@ import torch
 from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
 from eager.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_rank
-from eager.utils import machine_line
+from eager.utils import machine_line, timestamp
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -76,7 +75,7 @@ def evaluate_rankings(
         "max_history": max_history,
         "config": dict(config or {}),
         "machine": machine_line(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": timestamp(),
         **dict(extra or {}),
     }
     if out_dir is not None:

@@ -39,7 +39,7 @@ from eager.llm.setup import backbone_for_index, merge_stage, prepare_backbone
 from eager.llm.tasks import build_samples
 from eager.llm.train import gct_tables, make_logger, train_stage
 from eager.llm.validation import training_users
-from eager.utils import artifacts_root
+from eager.utils import artifacts_root, machine_line, timestamp
 
 
 def variant_index(data: InteractionData, variant: Variant, artifacts, encoder: str = "minilm", progress=True) -> ItemIndex:
@@ -98,6 +98,10 @@ def train_variant(
     out.mkdir(parents=True, exist_ok=True)
     log = make_logger(work / "train_log.jsonl", progress)
     recipe = with_gct(recipe, variant)
+    # Where and with what this run trained: its tokens/s and memory mean little without the card.
+    trained_on = {"machine": machine_line(), "processes": _processes(), "started": timestamp()}
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        log({"run": variant.name, "recipe": recipe.name, "out": str(out), **trained_on})
     if max_users:
         recipe = replace(recipe, max_users=max_users)
     started = time.monotonic()
@@ -143,6 +147,7 @@ def train_variant(
         "dataset": data.name, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
         "backbone_override": str(base) if base else None, "vocab_size": len(tokenizer),
         "max_users": recipe.max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
+        "trained_on": {**trained_on, "finished": timestamp()},
         "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
@@ -155,6 +160,10 @@ def train_variant(
         state.unlink()
     return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
             "selection_ranks": stages[-1]["best"].get("ranks")}  # per user, for paired comparisons (eager search)
+
+
+def _processes() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
 def evaluate_checkpoint(
