@@ -99,6 +99,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(base_dir, tmp_path, ddp_
     log = [json.loads(line) for line in
            (tmp_path / "artifacts" / "cyclic" / "train" / "full-smoke" / "train_log.jsonl").read_text().splitlines()]
     assert {"stage": "stage2", "resumed_at_epoch": 1} in log
+    # Each launch opened the log once (rank 0 alone), with both processes counted, as the checkpoint records.
+    starts = [r for r in log if "run" in r]
+    assert len(starts) == 2 and all(r["processes"] == 2 for r in starts)
+    assert json.loads((tmp_path / "checkpoint" / "config.json").read_text())["trained_on"]["processes"] == 2
     # The exported AAT weights are from the epoch trained after the restart (else this proves nothing)...
     history = json.loads((tmp_path / "rank0.json").read_text())["history"]
     assert [r["epoch"] for r in history if r["stage"] == "stage2" and r.get("best")] == [1, 2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -99,8 +100,9 @@ def train_variant(
     log = make_logger(work / "train_log.jsonl", progress)
     recipe = with_gct(recipe, variant)
     # Where and with what this run trained: its tokens/s and memory mean little without the card.
-    trained_on = {"machine": machine_line(), "processes": _processes(), "started": timestamp()}
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+    # (The launcher's env, not torch.distributed: accelerate starts the process group in the first stage.)
+    trained_on = {"machine": machine_line(), "processes": int(os.environ.get("WORLD_SIZE", 1)), "started": timestamp()}
+    if int(os.environ.get("RANK", 0)) == 0:
         log({"run": variant.name, "recipe": recipe.name, "out": str(out), **trained_on})
     if max_users:
         recipe = replace(recipe, max_users=max_users)
@@ -160,10 +162,6 @@ def train_variant(
         state.unlink()
     return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
             "selection_ranks": stages[-1]["best"].get("ranks")}  # per user, for paired comparisons (eager search)
-
-
-def _processes() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
 def evaluate_checkpoint(
