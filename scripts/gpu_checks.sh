@@ -13,7 +13,8 @@
 # with faiss, which the GPU image lacks (it has pytest and hypothesis): stage its wheel with the others,
 #   bash ../shared/device/stage.sh transformers==5.24.0 peft==0.21.2 faiss-cpu
 # $EAGER_RUN_SECONDS (default 420) bounds the search; $EAGER_BATCH_TOKENS (default 65536) the token
-# budgets tried. One trial of 300 steps needs ~300 s on an H200: ~60 s of loading and sample
+# budgets tried; EAGER_PROFILE_STEPS=150:154 (say) also brings back where those steps' time went
+# (a torch.profiler table per trial, eager.llm.profiling; it slows the 5 steps it records). One trial of 300 steps needs ~300 s on an H200: ~60 s of loading and sample
 # building, ~80 s compiling in the first step, ~60 s of steps, then the validation beams (a trial
 # given 225 s on 2026-11-27 was stopped inside its validation). A CPU dry run (the GPU tests skip;
 # compiling the real model takes minutes here):

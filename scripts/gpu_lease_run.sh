@@ -80,7 +80,7 @@ timeout $(($(left) - 80)) python3 -m eager.cli train --dataset "$dataset" --vari
   --out "$ckpt" $train_args --json > "$logs/train.json" 2> "$log"
 echo "train: exit $? after $(($(date +%s) - t0)) s" | tee -a "$log"
 cat "$logs/train.json"
-cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/train_log.jsonl" "$logs/" 2>/dev/null
+cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/"{train_log.jsonl,profile_stage1.txt,profile_stage2.txt} "$logs/" 2>/dev/null  # profiles: EAGER_PROFILE_STEPS
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 

@@ -6,7 +6,8 @@
 #   EAGER_SEARCH_ARGS="--trial base --trial lr-2e-3 --trial init-mean --max-steps 150" \
 #     bash scripts/gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]
 #
-# $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, valid_ranks.json (per-user ranks), search.log and each trial's train log.
+# $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, valid_ranks.json (per-user ranks), search.log and each trial's train log
+# (and its profile table when EAGER_PROFILE_STEPS=FIRST:LAST asks for one: eager.llm.profiling).
 set -uo pipefail
 out=${1:?usage: gpu_search_run.sh OUT_DIR [DATASET] [VARIANT]}
 dataset=${2:-beauty}
@@ -22,6 +23,9 @@ cp "$work/search.json" "$work/search.md" "$work/valid_ranks.json" "$out/" 2>/dev
 grep -v -e "it/s\]$" -e "warnings.warn" -e "FutureWarning" "$work/stderr.log" | tail -80 > "$out/search.log"
 for f in "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/"*/train_log.jsonl; do  # per-epoch tokens/s, peak memory
   [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")" | tr -c 'A-Za-z0-9_.\n-' '_').jsonl"  # the lease drops odd names
+done
+for f in "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/"*/profile_*.txt; do  # with EAGER_PROFILE_STEPS=FIRST:LAST
+  [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")" | tr -c 'A-Za-z0-9_.\n-' '_').$(basename "$f")"
 done
 cat "$out/search.md" 2>/dev/null
 grep -E "Traceback|Error" "$out/search.log" | tail -5

@@ -38,6 +38,7 @@ from eager.llm.batching import (
 from eager.llm.decode import CodeTrie
 from eager.llm.gct import DecompressionProjectors
 from eager.llm.objective import compute_loss
+from eager.llm.profiling import StepProfiler
 from eager.llm.recipes import StageConfig, TrainRecipe
 from eager.llm.resume import check_resumable, restore_rng_state, rng_states, run_settings, set_aside
 from eager.llm.schedule import StepBudget
@@ -274,6 +275,8 @@ def train_stage(
     compiled = CompiledLayers(model, recipe.compile)
     attention = TrainingAttention(model, recipe.attention)
     checkpointing = ActivationCheckpointing(model, recipe.activation_checkpointing)
+    profiler = StepProfiler.from_env(work_dir / f"profile_{stage_name}.txt", sync, device,
+                                     enabled=accelerator.is_main_process)
 
     state_file = work_dir / f"{stage_name}_state.pt"
     settings = run_settings(stage_name, stage, recipe, data.name, len(samples), len(tokenizer), model.config)
@@ -337,6 +340,7 @@ def train_stage(
                 if step >= budget.total:
                     break
                 batch_tokens = batch.tokens  # counted on the host, before the copy
+                profiler.before_step(step + 1)
                 batch = batch.to(device, non_blocking=True)
                 try:
                     losses = module(batch, gct, generator)
@@ -349,6 +353,7 @@ def train_stage(
                 optimizer.step()
                 scheduler.step()
                 step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
+                profiler.after_step(step, batch_tokens)
                 if count == StepBudget.CALIBRATE_AFTER:  # past compiling and start-up: the steady rate starts here
                     sync()
                     steady_from = (time.monotonic(), tokens)
@@ -369,6 +374,7 @@ def train_stage(
                          "tokens_per_s": round(tokens / (now - started)), **_steady_rate(steady_from, count, now, tokens),
                          **_mean_losses(sums, count)})
                     next_report = now + PROGRESS_EVERY_S
+        profiler.close()  # a window the epoch ended inside
         sync()
         finished = time.monotonic()
         seconds = finished - started
