@@ -60,7 +60,7 @@ class StepProfiler:
         self.sync()  # the window starts with an empty queue, so its wall time is its own
         self.profiler = torch.profiler.profile(activities=activities)
         self.profiler.__enter__()
-        self.started, self.tokens, self.first = time.monotonic(), 0, step
+        self.started, self.tokens, self.first, self.last = time.monotonic(), 0, step, step - 1
 
     def after_step(self, step: int, batch_tokens: int) -> None:
         """``step``: the 1-based number of the step just taken, on ``batch_tokens`` tokens."""
@@ -76,7 +76,7 @@ class StepProfiler:
         self.sync()
         seconds = time.monotonic() - self.started
         self.profiler.__exit__(None, None, None)
-        steps = self.last - self.first + 1
+        steps = max(1, self.last - self.first + 1)  # (none finished: the window's time is one attempt's)
         sort = "self_device_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         table = self.profiler.key_averages().table(sort_by=sort, row_limit=TABLE_ROWS)
         header = (f"steps {self.first}-{self.last} ({steps}) of {self.window[0]}-{self.window[1]} asked, "
