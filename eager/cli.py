@@ -137,10 +137,9 @@ def train_recipe_from_args(args):
     from eager.llm.recipes import get_recipe
 
     recipe = get_recipe(args.recipe)
-    if args.max_steps:  # exact counts: a clock budget would cut them short on a slower GPU
+    if args.max_steps:
         first, second = _stage_steps(args.max_steps)
-        recipe = replace(recipe, stage1=replace(recipe.stage1, max_steps=first, max_minutes=None),
-                         stage2=replace(recipe.stage2, max_steps=second, max_minutes=None))
+        recipe = replace(recipe, stage1=recipe.stage1.exact_steps(first), stage2=recipe.stage2.exact_steps(second))
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
     if args.compile is not None:

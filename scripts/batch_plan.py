@@ -4,7 +4,7 @@
         [--variant full | --index FILE] [--stage stage1] [--train-seed N] [--steps N] [--json]
 
 The trainer's own plan for the first epoch of a stage on one process (eager.llm.train's
-batching_lengths, epoch_order and stage_batches, on the samples eager.llm.pipeline builds), each
+batching_lengths, epoch_order and stage_batches, on eager.llm.pipeline.stage_samples), each
 batch measured in trained tokens and in its packed layout (rows x width, what attention and the
 activations are laid out in). Summarised over the epoch and over its first --steps (a run's
 --max-steps), with the batches past a few sizes. A step's memory grows about linearly with its
@@ -25,22 +25,12 @@ from eager.data import load_dataset
 from eager.index.item_index import ItemIndex
 from eager.llm.backbone import load_backbone
 from eager.llm.batching import pack_rows, token_lengths
-from eager.llm.pipeline import variant_index
+from eager.llm.pipeline import stage_samples, variant_index
 from eager.llm.recipes import TrainRecipe, get_recipe, get_variant
 from eager.llm.setup import prepare_backbone
-from eager.llm.tasks import build_samples
 from eager.llm.train import batching_lengths, epoch_order, stage_batches
-from eager.llm.validation import training_users
 
 THRESHOLDS = (32_768, 65_536, 98_304)
-
-
-def stage_samples(data, index, recipe: TrainRecipe, stage_name: str):
-    """The samples a stage trains on, built as eager.llm.pipeline.train_variant builds them."""
-    stage = getattr(recipe, stage_name)
-    seed = recipe.training_seed + (1 if stage_name == "stage2" else 0)
-    return build_samples(data, index, stage.tasks, recipe.max_history, seed, training_users(data, recipe),
-                         recipe.prompt_style)
 
 
 def batch_plan(tokenizer, samples, recipe: TrainRecipe, stage_name: str) -> list[dict]:

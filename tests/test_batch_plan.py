@@ -14,6 +14,7 @@ import pytest
 from eager.llm import train as train_module
 from eager.llm.code_tokens import add_code_tokens
 from eager.llm.decode import CodeTrie
+from eager.llm.pipeline import stage_samples
 from eager.llm.train import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_index
 
@@ -39,7 +40,7 @@ def test_the_plan_is_the_trainers_first_epoch(cyclic_data, base_dir, tmp_path, m
                      stage1=replace(TEST_RECIPE.stage1, epochs=1, max_steps=None, batch_size=8, batch_tokens=budget))
     model, tok = load_tiny(base_dir)
     trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
-    samples = batch_plan.stage_samples(cyclic_data, index, recipe, "stage1")
+    samples = stage_samples(cyclic_data, index, recipe, "stage1")
     plan = batch_plan.batch_plan(tok, samples, recipe, "stage1")
     train_stage("stage1", model, tok, index, trie, cyclic_data, samples, recipe.stage1, recipe, None, tmp_path,
                 lambda r: None, progress=False)

@@ -68,6 +68,15 @@ def rebuilt_after_stage(base, index: ItemIndex, settings, lora: dict, rows):
     return merge_stage(model, first_row, settings, lora, rows)
 
 
+def stage_samples(data: InteractionData, index: ItemIndex, recipe: TrainRecipe, stage_name: str) -> list:
+    """The samples a stage trains on: its tasks over the recipe's users (stage 2 draws its templates
+    with the next seed, so the two stages do not repeat each other's prompts)."""
+    stage = getattr(recipe, stage_name)
+    seed = recipe.training_seed + (1 if stage_name == "stage2" else 0)
+    return build_samples(data, index, stage.tasks, recipe.max_history, seed, training_users(data, recipe),
+                         recipe.prompt_style)
+
+
 def train_variant(
     data: InteractionData,
     variant: Variant,
@@ -112,7 +121,6 @@ def train_variant(
         model, tokenizer = load_backbone(base)
     vocab = prepare_backbone(model, tokenizer, index, recipe.token_init, data)
     trie = CodeTrie(index, vocab)
-    users = training_users(data, recipe)
     projectors = None
     if variant.use_gct:
         tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
@@ -120,8 +128,7 @@ def train_variant(
                                              seed=recipe.training_seed)
 
     stages = []
-    samples = build_samples(data, index, recipe.stage1.tasks, recipe.max_history, recipe.training_seed, users,
-                            recipe.prompt_style)
+    samples = stage_samples(data, index, recipe, "stage1")
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
                                              recipe, projectors, work, log, progress, restart)
     # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
@@ -133,8 +140,7 @@ def train_variant(
     else:
         model = model.merge_and_unload()
     if variant.use_aat:
-        samples2 = build_samples(data, index, recipe.stage2.tasks, recipe.max_history, recipe.training_seed + 1, users,
-                                 recipe.prompt_style)
+        samples2 = stage_samples(data, index, recipe, "stage2")
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
                                                  recipe.stage2, recipe, None, work, log, progress, restart)
         stage_files["stage2"] = (lora2, rows2)

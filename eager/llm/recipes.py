@@ -32,6 +32,11 @@ class StageConfig:
     max_steps: int | None = None  # a hard cap (smoke runs, bounded CPU runs)
     max_minutes: float | None = None  # a wall-clock budget: the step count (and cosine) is fitted to it
 
+    def exact_steps(self, steps: int) -> StageConfig:
+        """This stage for exactly ``steps`` optimizer steps (fewer only where its epochs end first):
+        without its clock budget, which would cut them short on a slower GPU."""
+        return replace(self, max_steps=steps, max_minutes=None)
+
 
 @dataclass(frozen=True)
 class TrainRecipe:

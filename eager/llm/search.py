@@ -128,8 +128,10 @@ def trial_recipe(recipe: TrainRecipe, trial: Trial, max_steps: int | None = None
     changed = apply_changes(recipe, trial.changes)
     paths = {path for path, _ in trial.changes}
     if max_steps and "stage1.max_steps" not in paths:
-        clock = changed.stage1.max_minutes if "stage1.max_minutes" in paths else None
-        changed = replace(changed, stage1=replace(changed.stage1, max_steps=max_steps, max_minutes=clock))
+        stage1 = changed.stage1.exact_steps(max_steps)
+        if "stage1.max_minutes" in paths:  # a clock the trial asks for stays
+            stage1 = replace(stage1, max_minutes=changed.stage1.max_minutes)
+        changed = replace(changed, stage1=stage1)
     return replace(changed, name=f"{recipe.name}+{trial.name}")
 
 
