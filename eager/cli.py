@@ -224,19 +224,23 @@ def cmd_eval(args) -> None:
 
         if args.record and args.limit:
             raise ValueError("--record stores a full evaluation in the checkpoint; drop --limit")
+        if args.record and args.exact:
+            raise ValueError("--record stores the protocol's beam-search evaluation; --exact is a diagnostic "
+                             "(keep it with --out)")
         loaded, choice, _ = _load_serving(args)
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
                               f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
         started = time.perf_counter()
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
-                                     batch_size=args.batch_size)
+                                     batch_size=args.batch_size, exact=args.exact)
         seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
-        _print({k: report[k] for k in keys} | {"seconds": seconds, "device": choice.device, "dtype": choice.dtype,
-                                               "out": out}, args.json)
+        exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}
+        _print({k: report[k] for k in keys} | exact | {"seconds": seconds, "device": choice.device,
+                                                       "dtype": choice.dtype, "out": out}, args.json)
         return
     if not (args.dataset and args.rankings):
         raise ValueError("eager eval needs --checkpoint DIR, or --dataset NAME with --rankings FILE.jsonl")
@@ -458,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "the model gives each item's own code from its title (Hit@1/@10; --limit N items)")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N users (a partial evaluation)")
     evaluate.add_argument("--beams", type=int, default=20)
+    evaluate.add_argument("--exact", action="store_true",
+                          help="rank by the exact top-k of the whole catalogue: the beam widened per user from "
+                               "--beams until no dropped code could enter the top k (how far from exact is the beam?)")
     evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")
     evaluate.add_argument("--record", action="store_true",
                           help="store the result in the checkpoint's metrics.json (the demo's model card reads it)")

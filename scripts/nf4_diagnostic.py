@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from eager.data import load_dataset
+from eager.eval.metrics import ranking_agreement
 from eager.llm.backbone import load_backbone
 from eager.llm.checkpoint import LoadedModel, is_transformer_linear, quantize_nf4, rebuild_merged
 from eager.llm.decode import CodeTrie
@@ -138,9 +139,9 @@ def main() -> None:
         row = {k: report[k] for k in ("recall@10", "ndcg@10")}
         row |= {"linear_MB": round(linear_bytes(model) / 2**20, 1), "seconds": round(time.time() - started)}
         if label != "fp32":
-            pairs = list(zip(rankings["fp32"], rankings[label]))
-            row["top1_agree"] = sum(a[0] == b[0] for a, b in pairs)
-            row["top10_overlap"] = round(sum(len(set(a[:10]) & set(b[:10])) for a, b in pairs) / len(pairs), 2)
+            agreement = ranking_agreement(rankings["fp32"], rankings[label], 10)
+            row["top1_agree"] = round(agreement["same_top1"] * agreement["users"])
+            row["top10_overlap"] = round(agreement["overlap@10"] * 10, 2)
         results[label] = row
         print(label, row, flush=True)
         del model, loaded

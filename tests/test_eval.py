@@ -98,3 +98,20 @@ def test_rankings_from_scores_and_cli(cyclic_data, tmp_path, capsys):
     path.write_text("not json\n")
     with pytest.raises(ValueError, match="rank.jsonl:1"):
         read_rankings(path)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), min_size=1, max_size=12, unique=True), min_size=1, max_size=20),
+       st.integers(1, 10))
+def test_ranking_agreement_counts_shared_top_k_items(lists, k):
+    from eager.eval.metrics import ranking_agreement
+
+    same = ranking_agreement(lists, lists, k)
+    assert same["same_top1"] == 1 and same["overlap@10" if k == 10 else f"overlap@{k}"] == pytest.approx(
+        sum(min(len(x), k) for x in lists) / (k * len(lists)))
+    shifted = [[i + 100 for i in x] for x in lists]  # no item in common
+    assert ranking_agreement(lists, shifted, k) == {f"overlap@{k}": 0, "same_top1": 0, "users": len(lists)}
+    reversed_ = [x[::-1] for x in lists]
+    assert ranking_agreement(lists, reversed_, k) == ranking_agreement(reversed_, lists, k)  # symmetric
+    with pytest.raises(ValueError):
+        ranking_agreement(lists, lists[:-1] if len(lists) > 1 else [], k)

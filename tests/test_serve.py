@@ -16,7 +16,7 @@ from eager.llm.decode import CodeTrie, recommend_batch
 from eager.llm.pipeline import train_variant
 from eager.llm.recipes import get_variant
 from eager.serve import loader as serve_loader
-from eager.serve.engine import BeamSearchEngine, exact_item_scores
+from eager.serve.engine import BeamSearchEngine, exact_item_scores, exact_top_k
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 HISTORIES = [["I001", "I002"], ["I010"], ["I020", "I021", "I022", "I023", "I024", "I025"], ["I049", "I000", "I001"]]
@@ -56,6 +56,42 @@ def test_wide_beam_equals_exact_full_catalogue_scoring(engine):
         top = exact.topk(10)
         assert [r.key for r in recs] == [engine.index.keys[i] for i in top.indices.tolist()]
         assert np.allclose([r.score for r in recs], top.values.numpy(), atol=1e-4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(beams=st.integers(2, 30))
+def test_the_pruned_bound_holds_and_certifies_only_exact_results(engine, beams):
+    # k = beams: every survivor is returned, so every item missing from the result was dropped.
+    result = engine.search(HISTORIES, k=beams, beams=beams)
+    for history, recs, bound in zip(HISTORIES, result.recommendations, result.pruned_bounds):
+        exact = exact_item_scores(engine, history)
+        returned = {engine.index.keys.index(r.key) for r in recs}
+        dropped = [s for i, s in enumerate(exact.tolist()) if i not in returned]
+        assert bound >= max(dropped) - 1e-4  # no dropped item scores above the bound
+    for k in {1, beams // 2 or 1, beams}:
+        for history, recs, exact in zip(HISTORIES, result.recommendations, result.certified(k)):
+            if exact:
+                top = exact_item_scores(engine, history).topk(k).indices.tolist()
+                assert [r.key for r in recs[:k]] == [engine.index.keys[i] for i in top]
+
+
+def test_a_beam_wide_as_the_catalogue_is_always_certified(engine):
+    result = engine.search(HISTORIES, k=10, beams=len(engine.index.keys))
+    assert result.pruned_bounds == [float("-inf")] * len(HISTORIES) and all(result.certified(10))
+
+
+@pytest.mark.parametrize("max_beams", [64, 2])  # widening, and full-catalogue scoring past max_beams
+def test_exact_top_k_equals_full_catalogue_scoring(engine, max_beams):
+    found = exact_top_k(engine, HISTORIES, k=5, beams=5, growth=2, max_beams=max_beams)
+    for history, recs, width in zip(HISTORIES, found.recommendations, found.beams_needed):
+        top = exact_item_scores(engine, history).topk(5)
+        assert [r.key for r in recs] == [engine.index.keys[i] for i in top.indices.tolist()]
+        assert np.allclose([r.score for r in recs], top.values.numpy(), atol=1e-4)
+        assert (width is None) == (max_beams < 5) and (width is None or 5 <= width <= max_beams)
+    plain = engine.search(HISTORIES, k=5, beams=5).recommendations
+    assert found.at_first_width == (plain if max_beams >= 5 else [None] * len(HISTORIES))
+    with pytest.raises(ValueError, match="beams"):
+        exact_top_k(engine, HISTORIES, k=10, beams=5)
 
 
 @pytest.mark.parametrize("beams", [4, 8, 20])

@@ -50,3 +50,14 @@ def metrics_from_ranks(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_
         for name in ("recall", "ndcg"):
             out[f"{name}@{k}"] = sum(user_metric(ranks, f"{name}@{k}")) / n
     return out
+
+
+def ranking_agreement(a: Sequence[Sequence], b: Sequence[Sequence], k: int = 10) -> dict[str, float]:
+    """How alike two systems' lists are, user by user: the mean share of top-``k`` items they
+    have in common (``overlap@k``, 0 to 1) and the share of users with the same first item."""
+    pairs = list(zip(a, b, strict=True))
+    if not pairs:
+        return {f"overlap@{k}": float("nan"), "same_top1": float("nan"), "users": 0}
+    overlap = sum(len(set(x[:k]) & set(y[:k])) / k for x, y in pairs) / len(pairs)
+    same = sum(bool(x) and bool(y) and x[0] == y[0] for x, y in pairs) / len(pairs)
+    return {f"overlap@{k}": overlap, "same_top1": same, "users": len(pairs)}

@@ -16,6 +16,7 @@ from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
 from eager.embeddings.semantic import semantic_embeddings
 from eager.eval.harness import evaluate_rankings
+from eager.eval.metrics import ranking_agreement
 from eager.index.build import (
     IndexConfig,
     behaviour_dir,
@@ -179,31 +180,67 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     beams: int = 20,
     k: int = 20,
+    exact: bool = False,
 ) -> dict:
-    """Constrained beam search for every (or the first ``limit``) user of ``split``, via the harness."""
+    """Constrained beam search for every (or the first ``limit``) user of ``split``, via the harness.
+
+    ``exact``: rank by the exact top-``k`` of the whole catalogue instead (:func:`exact_top_k`: the
+    beam widened per user from ``beams`` until provably exact); the report then says which widths
+    the users needed, i.e. how often ``beams`` alone was not exact.
+    """
     from tqdm.auto import tqdm
+
+    from eager.serve.engine import BeamSearchEngine, exact_top_k
 
     max_history = loaded.config.get("recipe", {}).get("max_history", 20)
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
-    from eager.serve.engine import BeamSearchEngine
-
     batch_size = batch_size or (128 if next(loaded.model.parameters()).is_cuda else 8)
     engine = BeamSearchEngine.from_loaded(loaded)
     keys = data.item_keys
-    rankings = {}
-    for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}"):
+    rankings, needed, beam_rankings = {}, [], {}
+    for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}" + (" (exact)" if exact else "")):
         chunk = cases[start : start + batch_size]
-        recs = engine.search([[keys[i] for i in c.history] for c in chunk], k=min(k, beams), beams=beams).recommendations
+        histories = [[keys[i] for i in c.history] for c in chunk]
+        if exact:
+            found = exact_top_k(engine, histories, k=k, beams=max(k, beams), max_beams=max(4096, beams))
+            recs, needed = found.recommendations, needed + found.beams_needed
+            for case, rec in zip(chunk, found.at_first_width):
+                beam_rankings[data.user_keys[case.user]] = [r.key for r in rec]
+        else:
+            recs = engine.search(histories, k=min(k, beams), beams=beams).recommendations
         for case, rec in zip(chunk, recs):
             rankings[data.user_keys[case.user]] = [r.key for r in rec]
     # Score only the users we ran (a --limit run is a partial evaluation, said so in the report).
     subset = replace(data, sequences=[data.sequences[c.user] for c in cases],
                      user_keys=[data.user_keys[c.user] for c in cases])
-    return evaluate_rankings(subset, split, rankings, model=f"eager/{loaded.config['variant']['name']}",
-                             config=loaded.config, out_dir=out_dir, max_history=max_history,
-                             extra={"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)})
+    model = f"eager/{loaded.config['variant']['name']}"
+    extra = {"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)}
+    if exact:
+        # The plain beam's lists on the same users, scored and written beside the exact ones, so
+        # `eager compare OUT/beam OUT` pairs them; the agreement says how much the beam changed.
+        beam_dir = Path(out_dir) / "beam" if out_dir else None
+        beam = evaluate_rankings(subset, split, beam_rankings, model=f"{model}/beam{max(k, beams)}", config=loaded.config,
+                                 out_dir=beam_dir, max_history=max_history, extra=extra)
+        users = list(rankings)
+        extra |= {"search": "exact", "beams_needed": beams_needed_summary(needed, max(k, beams)),
+                  "beam": {name: beam[name] for name in ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20")},
+                  "agreement_with_beam": ranking_agreement([beam_rankings[u] for u in users],
+                                                           [rankings[u] for u in users], 10)}
+    return evaluate_rankings(subset, split, rankings, model=model + ("/exact" if exact else ""),
+                             config=loaded.config, out_dir=out_dir, max_history=max_history, extra=extra)
+
+
+def beams_needed_summary(needed: list[int | None], first: int) -> dict:
+    """How wide the beam had to grow for exact results: users per width (``"full"``: full-catalogue scoring)."""
+    counts: dict[str, int] = {}
+    for width in needed:
+        name = "full" if width is None else str(width)
+        counts[name] = counts.get(name, 0) + 1
+    order = sorted(counts, key=lambda w: float("inf") if w == "full" else int(w))
+    return {"users_per_width": {w: counts[w] for w in order},
+            "exact_at_first_width": counts.get(str(first), 0) / max(1, len(needed))}
 
 
 def record_evaluation(checkpoint: str | Path, split: str, report: dict, dtype: str) -> dict:

@@ -41,6 +41,19 @@ class BeamStep:
 class SearchResult:
     recommendations: list[list[Recommendation]]
     steps: list[BeamStep] = field(default_factory=list)
+    # Per user, the best score any code the beam dropped could still reach: a code's score only falls
+    # as tokens are added (log-probabilities are ≤ 0), so a dropped prefix's score bounds all its
+    # completions. −inf: nothing was dropped.
+    pruned_bounds: list[float] = field(default_factory=list)
+
+    def certified(self, k: int) -> list[bool]:
+        """Per user: is this top-``k`` provably the exact top-``k`` of the whole catalogue?
+
+        Yes when the k-th score is at least every dropped code's bound, so no dropped item can
+        enter the top ``k`` (or nothing was dropped at all).
+        """
+        return [bound == float("-inf") or (len(recs) >= k and recs[k - 1].score >= bound)
+                for recs, bound in zip(self.recommendations, self.pruned_bounds)]
 
 
 def _left_padded(tokenizer, prompts: Sequence[str], device) -> dict[str, torch.Tensor]:
@@ -143,6 +156,7 @@ class BeamSearchEngine:
         node = torch.zeros(users, 1, dtype=torch.long, device=self.device)  # trie node of every beam
         score = torch.zeros(users, 1, device=self.device)
         codes = torch.zeros(users, 1, 0, dtype=torch.long, device=self.device)
+        pruned_bound = torch.full((users,), float("-inf"), device=self.device)
         steps: list[BeamStep] = []
         for level in range(self.levels):
             width = node.shape[1]
@@ -150,7 +164,11 @@ class BeamSearchEngine:
             child = self.next_node[node]  # (users, width, k): −1 where the trie has no such child
             total = (score.unsqueeze(-1) + step_logp).masked_fill(child < 0, float("-inf"))
             keep = min(beams, width * self.k)
-            score, flat = total.view(users, -1).topk(keep, dim=-1)
+            # One more than kept: the best candidate not kept is the best this level drops.
+            score, flat = total.view(users, -1).topk(min(keep + 1, width * self.k), dim=-1)
+            if score.shape[1] > keep:
+                pruned_bound = torch.maximum(pruned_bound, score[:, keep])
+                score, flat = score[:, :keep], flat[:, :keep]
             parent, value = flat // self.k, flat % self.k
             node = child.view(users, -1).gather(1, flat)
             codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, codes.shape[-1])),
@@ -178,7 +196,7 @@ class BeamSearchEngine:
             cache = _returned_cache(out)
             logp = torch.log_softmax(out.logits.float(), dim=-1).view(users * keep, -1)
             cached += keep
-        return SearchResult(self._results(node, score, codes, k), steps if trace else [])
+        return SearchResult(self._results(node, score, codes, k), steps if trace else [], pruned_bound.cpu().tolist())
 
     def _step_view(self, level: int, codes: torch.Tensor, score: torch.Tensor) -> BeamStep:
         alive = torch.isfinite(score).cpu()
@@ -227,3 +245,55 @@ def exact_item_scores(engine: BeamSearchEngine, history: Sequence[str], chunk: i
             total = total + logp.gather(2, part[:, 1:].unsqueeze(-1)).squeeze(-1).sum(-1)
         scores.append(total)
     return torch.cat(scores).cpu()
+
+
+@dataclass
+class ExactTopK:
+    recommendations: list[list[Recommendation]]
+    # Per user, the beam width whose result was certified exact; None: full-catalogue scoring decided.
+    beams_needed: list[int | None]
+    # The plain beam search at the first width, for every user: what the exact answer corrects
+    # (None where no beam ran: a first width beyond max_beams).
+    at_first_width: list[list[Recommendation] | None]
+
+
+@torch.inference_mode()
+def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20,
+                growth: int = 4, max_beams: int = 4096, beams_per_batch: int = 4096) -> ExactTopK:
+    """The exact top-``k`` of the whole catalogue for every history, found by widening the beam.
+
+    Each user is searched at ``beams``; a user whose result :meth:`SearchResult.certified` does not
+    prove exact is searched again ``growth`` times wider, and past ``max_beams`` (where the tree
+    attention's memory grows with the square of the width) :func:`exact_item_scores` decides. The
+    answer is the same as ranking every item by teacher forcing, at the cost of the widths the
+    users actually need. ``beams_per_batch`` bounds users × width in one search.
+    """
+    if k > beams:
+        raise ValueError(f"k={k} needs at least as many beams (got {beams})")
+    recommendations: list[list[Recommendation] | None] = [None] * len(histories)
+    first: list[list[Recommendation] | None] = [None] * len(histories)
+    needed: list[int | None] = [None] * len(histories)
+    catalogue = len(engine.index.keys)  # a beam this wide drops nothing, so it is always exact
+    pending, width = list(range(len(histories))), min(beams, catalogue)
+    while pending and width <= max_beams:
+        per_batch, still = max(1, beams_per_batch // width), []
+        for start in range(0, len(pending), per_batch):
+            users = pending[start : start + per_batch]
+            result = engine.search([histories[u] for u in users], k=k, beams=width)
+            for user, recs, exact in zip(users, result.recommendations, result.certified(k)):
+                if first[user] is None:
+                    first[user] = recs
+                if exact:
+                    recommendations[user], needed[user] = recs, width
+                else:
+                    still.append(user)
+        pending = still
+        if width == catalogue:
+            break
+        width = min(width * growth, catalogue)
+    for user in pending:
+        top = exact_item_scores(engine, histories[user]).topk(min(k, len(engine.index.keys)))
+        keys = [engine.index.keys[i] for i in top.indices.tolist()]
+        recommendations[user] = [Recommendation(key, engine.index.text_of(key), float(s))
+                                 for key, s in zip(keys, top.values.tolist())]
+    return ExactTopK(recommendations, needed, first)
