@@ -77,6 +77,14 @@ def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service
         for share in item.shares:  # every reason is a true shared prefix
             levels = [lv for lv, s in enumerate(index.level_sources) if s == share["source"]][: share["depth"]]
             assert all(index.code_of(share["key"])[lv] == index.code_of(item.key)[lv] for lv in levels)
+    # Whether the list is certified exact agrees with an exact search of the same model.
+    from eager.demo.views import outcome_markdown
+    from eager.serve.engine import exact_top_k
+
+    exact = exact_top_k(service.model("full").engine, [outcome.history], k=5, beams=service.config.beams)
+    assert outcome.exact == (exact.beams_needed[0] == service.config.beams)
+    assert (ranked == [r.key for r in exact.recommendations[0]]) or not outcome.exact
+    assert ("provably" in outcome_markdown(outcome)) == outcome.exact
     events = list(service.recommend_stream(case["history"], "wo_gct", 5))
     assert [type(e) for e in events] == [BeamStep] * 4 + [RecommendOutcome]
     with pytest.raises(DemoError, match="Unknown variant"):

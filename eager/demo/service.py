@@ -83,6 +83,9 @@ class RecommendOutcome:
     held_out: str | None = None
     held_out_rank: int | None = None  # 1-based rank in the top-k, None if absent
     notes: list[str] = field(default_factory=list)
+    # Is the list provably the model's exact top-k over the whole catalogue (no code the beam
+    # dropped could have scored higher)? See SearchResult.certified.
+    exact: bool | None = None
 
 
 class DemoService:
@@ -257,7 +260,8 @@ class DemoService:
         items = [self._explain(rank, rec, keys, model.engine.index)
                  for rank, rec in enumerate(result.recommendations[0], start=1)]
         rank = next((i.rank for i in items if i.key == held_out), None) if held_out else None
-        return RecommendOutcome(variant, keys, items, result.steps, seconds, held_out, rank, notes)
+        return RecommendOutcome(variant, keys, items, result.steps, seconds, held_out, rank, notes,
+                                exact=result.certified(k)[0])
 
     def recommend_stream(self, history: Sequence[str], variant: str = "full", k: int = 10,
                          held_out: str | None = None) -> Iterator[BeamStep | RecommendOutcome]:

@@ -263,8 +263,8 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
     """The exact top-``k`` of the whole catalogue for every history, found by widening the beam.
 
     Each user is searched at ``beams``; a user whose result :meth:`SearchResult.certified` does not
-    prove exact is searched again ``growth`` times wider, and past ``max_beams`` (where the tree
-    attention's memory grows with the square of the width) :func:`exact_item_scores` decides. The
+    prove exact is searched again ``growth`` times wider, up to ``max_beams`` (the tree attention's
+    memory grows with the square of the width); past that :func:`exact_item_scores` decides. The
     answer is the same as ranking every item by teacher forcing, at the cost of the widths the
     users actually need. ``beams_per_batch`` bounds users × width in one search.
     """
@@ -274,8 +274,15 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
     first: list[list[Recommendation] | None] = [None] * len(histories)
     needed: list[int | None] = [None] * len(histories)
     catalogue = len(engine.index.keys)  # a beam this wide drops nothing, so it is always exact
-    pending, width = list(range(len(histories))), min(beams, catalogue)
-    while pending and width <= max_beams:
+    widest = min(catalogue, max_beams)
+    widths, width = [], min(beams, catalogue)
+    while width <= widest:
+        widths.append(width)
+        if width == widest:
+            break
+        width = min(width * growth, widest)
+    pending = list(range(len(histories)))
+    for width in widths:
         per_batch, still = max(1, beams_per_batch // width), []
         for start in range(0, len(pending), per_batch):
             users = pending[start : start + per_batch]
@@ -288,9 +295,8 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
                 else:
                     still.append(user)
         pending = still
-        if width == catalogue:
+        if not pending:
             break
-        width = min(width * growth, catalogue)
     for user in pending:
         top = exact_item_scores(engine, histories[user]).topk(min(k, len(engine.index.keys)))
         keys = [engine.index.keys[i] for i in top.indices.tolist()]
