@@ -93,7 +93,7 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _metrics_line(report: dict) -> dict:
-    keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20")
+    keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20", "coverage@10", "median_popularity@10")
     return {k: round(report[k], 4) for k in keys if k in report} | {"users": report["users"]}
 
 
@@ -235,7 +235,7 @@ def cmd_eval(args) -> None:
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
                                      batch_size=args.batch_size, exact=args.exact)
         seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
-        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "invalid_rate", "users")
+        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "median_popularity@10", "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}

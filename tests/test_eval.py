@@ -115,3 +115,21 @@ def test_ranking_agreement_counts_shared_top_k_items(lists, k):
     assert ranking_agreement(lists, reversed_, k) == ranking_agreement(reversed_, lists, k)  # symmetric
     with pytest.raises(ValueError):
         ranking_agreement(lists, lists[:-1] if len(lists) > 1 else [], k)
+
+
+def test_coverage_and_popularity_of_the_lists(cyclic_data):
+    from eager.data.split import train_item_counts
+
+    counts, keys = train_item_counts(cyclic_data), cyclic_data.item_keys
+    cases = eval_cases(cyclic_data, "test")
+    users = [cyclic_data.user_keys[c.user] for c in cases]
+    popular = [keys[i] for i in np.argsort(-counts, kind="stable")[:10]]
+    same = evaluate_rankings(cyclic_data, "test", {u: popular for u in users}, model="pop", ks=(5, 10))
+    assert same["coverage@5"] == 5 / cyclic_data.num_items and same["coverage@10"] == 10 / cyclic_data.num_items
+    assert same["median_popularity@10"] == np.median(np.sort(counts)[::-1][:10])
+    # Each user's own next item: as many distinct items as the targets, at the targets' popularity.
+    own = evaluate_rankings(cyclic_data, "test", {u: [keys[c.target]] for u, c in zip(users, cases)}, model="own", ks=(5,))
+    assert own["coverage@5"] == len({c.target for c in cases}) / cyclic_data.num_items
+    assert own["median_popularity@5"] == np.median(counts[[c.target for c in cases]])
+    empty = evaluate_rankings(cyclic_data, "test", {}, model="none", ks=(5,))
+    assert empty["coverage@5"] == 0 and np.isnan(empty["median_popularity@5"])

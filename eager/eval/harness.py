@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from eager.data.dataset import InteractionData
-from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
+from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases, train_item_counts
 from eager.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_rank
 from eager.utils import machine_line, timestamp
 
@@ -70,6 +70,7 @@ def evaluate_rankings(
         "k": list(ks),
         "users": len(cases),
         **metrics_from_ranks(ranks, ks),
+        **list_diversity(data, [row["ranked"] for row in rows], ks),
         "invalid_rate": invalid / returned if returned else 0.0,
         "missing_users": missing,
         "max_history": max_history,
@@ -81,6 +82,20 @@ def evaluate_rankings(
     if out_dir is not None:
         write_report(out_dir, rows, report)
     return report
+
+
+def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Sequence[int]) -> dict[str, float]:
+    """What the lists recommend, beyond hits: ``coverage@k``, the share of the catalogue that appears
+    in any user's top k, and ``median_popularity@k``, the median training-split count of the items
+    recommended there. A model that sends everyone the same popular items scores low on the first
+    and high on the second, whatever its recall."""
+    counts, index = train_item_counts(data), data.key_to_index()
+    out = {}
+    for k in ks:
+        items = [index[key] for ranked in lists for key in ranked[:k]]
+        out[f"coverage@{k}"] = len(set(items)) / data.num_items
+        out[f"median_popularity@{k}"] = float(np.median(counts[items])) if items else float("nan")
+    return out
 
 
 def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path:
