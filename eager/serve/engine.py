@@ -298,7 +298,7 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
         if not pending:
             break
     for user in pending:
-        top = exact_item_scores(engine, histories[user]).topk(min(k, len(engine.index.keys)))
+        top = exact_item_scores(engine, histories[user]).topk(min(k, catalogue))
         keys = [engine.index.keys[i] for i in top.indices.tolist()]
         recommendations[user] = [Recommendation(key, engine.index.text_of(key), float(s))
                                  for key, s in zip(keys, top.values.tolist())]
