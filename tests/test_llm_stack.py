@@ -283,6 +283,12 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     report = json.loads(capsys.readouterr().out)
     assert report["users"] == 8 and report["invalid_rate"] == 0
     assert (tmp_path / "ev" / "predictions.jsonl").exists()
+    # A partial run's popularity is read from the whole train split, not from its 8 users'.
+    from eager.data.split import train_item_counts
+
+    counts, index = train_item_counts(data), data.key_to_index()
+    listed = [index[key] for line in (tmp_path / "ev" / "predictions.jsonl").open() for key in json.loads(line)["ranked"][:10]]
+    assert report["median_popularity@10"] == np.median(counts[listed])
     # --exact: the exact top-10 of the 50 items, the beam widened per user as far as it had to go.
     assert main(["eval", "--split", "valid", "--limit", "8", "--exact", "--out", str(tmp_path / "exact"), *common]) == 0
     exact = json.loads(capsys.readouterr().out)

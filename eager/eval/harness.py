@@ -33,12 +33,14 @@ def evaluate_rankings(
     ks: Sequence[int] = DEFAULT_KS,
     max_history: int = DEFAULT_MAX_HISTORY,
     extra: Mapping | None = None,
+    item_counts: np.ndarray | None = None,
 ) -> dict:
     """Score ``rankings`` ({user key: ranked item keys}) on ``split``; optionally write the report.
 
     Users with no ranking count as misses (``missing_users``). Keys not in the catalogue and
     repeated keys are dropped before ranking and counted in ``invalid_rate`` (the share of all
-    returned entries that were unusable).
+    returned entries that were unusable). ``item_counts``: the train-split counts popularity is read
+    from, when ``data`` holds only some users (a partial run); by default ``data``'s own.
     """
     known = data.key_to_index()
     cases = eval_cases(data, split, max_history)
@@ -70,7 +72,7 @@ def evaluate_rankings(
         "k": list(ks),
         "users": len(cases),
         **metrics_from_ranks(ranks, ks),
-        **list_diversity(data, [row["ranked"] for row in rows], ks),
+        **list_diversity(data, [row["ranked"] for row in rows], ks, item_counts),
         "invalid_rate": invalid / returned if returned else 0.0,
         "missing_users": missing,
         "max_history": max_history,
@@ -84,12 +86,14 @@ def evaluate_rankings(
     return report
 
 
-def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Sequence[int]) -> dict[str, float]:
+def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Sequence[int],
+                   item_counts: np.ndarray | None = None) -> dict[str, float]:
     """What the lists recommend, beyond hits: ``coverage@k``, the share of the catalogue that appears
     in any user's top k, and ``median_popularity@k``, the median training-split count of the items
     recommended there. A model that sends everyone the same popular items scores low on the first
     and high on the second, whatever its recall."""
-    counts, index = train_item_counts(data), data.key_to_index()
+    counts = train_item_counts(data) if item_counts is None else item_counts
+    index = data.key_to_index()
     out = {}
     for k in ks:
         items = [index[key] for ranked in lists for key in ranked[:k]]

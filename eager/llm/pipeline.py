@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases
+from eager.data.split import eval_cases, train_item_counts
 from eager.embeddings.semantic import semantic_embeddings
 from eager.eval.harness import evaluate_rankings
 from eager.eval.metrics import ranking_agreement
@@ -218,6 +218,7 @@ def evaluate_checkpoint(
     # Score only the users we ran (a --limit run is a partial evaluation, said so in the report).
     subset = replace(data, sequences=[data.sequences[c.user] for c in cases],
                      user_keys=[data.user_keys[c.user] for c in cases])
+    counts = train_item_counts(data)  # popularity is the whole train split's, whatever the subset
     model = f"eager/{loaded.config['variant']['name']}"
     extra = {"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)}
     if exact:
@@ -226,16 +227,17 @@ def evaluate_checkpoint(
         ks = (5, exact_k)
         beam_dir = Path(out_dir) / "beam" if out_dir else None
         beam = evaluate_rankings(subset, split, beam_rankings, model=f"{model}/beam{max(exact_k, beams)}",
-                                 config=loaded.config, out_dir=beam_dir, ks=ks, max_history=max_history, extra=extra)
+                                 config=loaded.config, out_dir=beam_dir, ks=ks, max_history=max_history, extra=extra,
+                                 item_counts=counts)
         users = list(rankings)
         extra |= {"search": "exact", "beams_needed": beams_needed_summary(needed, max(exact_k, beams)),
                   "beam": {f"{name}@{cut}": beam[f"{name}@{cut}"] for cut in ks for name in ("recall", "ndcg")},
                   "agreement_with_beam": ranking_agreement([beam_rankings[u] for u in users],
                                                            [rankings[u] for u in users], exact_k)}
         return evaluate_rankings(subset, split, rankings, model=f"{model}/exact", config=loaded.config,
-                                 out_dir=out_dir, ks=ks, max_history=max_history, extra=extra)
+                                 out_dir=out_dir, ks=ks, max_history=max_history, extra=extra, item_counts=counts)
     return evaluate_rankings(subset, split, rankings, model=model, config=loaded.config, out_dir=out_dir,
-                             max_history=max_history, extra=extra)
+                             max_history=max_history, extra=extra, item_counts=counts)
 
 
 def beams_needed_summary(needed: list[int | None], first: int) -> dict:
