@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -203,12 +204,14 @@ def evaluate_checkpoint(
     engine = BeamSearchEngine.from_loaded(loaded)
     keys = data.item_keys
     rankings, needed, beam_rankings = {}, [], {}
+    first_width = max(exact_k, beams)  # the plain beam the exact lists are set beside
     for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}" + (" (exact)" if exact else "")):
         chunk = cases[start : start + batch_size]
         histories = [[keys[i] for i in c.history] for c in chunk]
         if exact:
-            found = exact_top_k(engine, histories, k=exact_k, beams=max(exact_k, beams), max_beams=max(4096, beams))
-            recs, needed = found.recommendations, needed + found.beams_needed
+            found = exact_top_k(engine, histories, k=exact_k, beams=first_width, max_beams=max(4096, beams))
+            recs = found.recommendations
+            needed.extend(found.beams_needed)
             for case, rec in zip(chunk, found.at_first_width):
                 beam_rankings[data.user_keys[case.user]] = [r.key for r in rec]
         else:
@@ -226,11 +229,11 @@ def evaluate_checkpoint(
         # `eager compare OUT/beam OUT` pairs them; the agreement says how much the beam changed.
         ks = (5, exact_k)
         beam_dir = Path(out_dir) / "beam" if out_dir else None
-        beam = evaluate_rankings(subset, split, beam_rankings, model=f"{model}/beam{max(exact_k, beams)}",
+        beam = evaluate_rankings(subset, split, beam_rankings, model=f"{model}/beam{first_width}",
                                  config=loaded.config, out_dir=beam_dir, ks=ks, max_history=max_history, extra=extra,
                                  item_counts=counts)
         users = list(rankings)
-        extra |= {"search": "exact", "beams_needed": beams_needed_summary(needed, max(exact_k, beams)),
+        extra |= {"search": "exact", "beams_needed": beams_needed_summary(needed, first_width),
                   "beam": {f"{name}@{cut}": beam[f"{name}@{cut}"] for cut in ks for name in ("recall", "ndcg")},
                   "agreement_with_beam": ranking_agreement([beam_rankings[u] for u in users],
                                                            [rankings[u] for u in users], exact_k)}
@@ -242,10 +245,7 @@ def evaluate_checkpoint(
 
 def beams_needed_summary(needed: list[int | None], first: int) -> dict:
     """How wide the beam had to grow for exact results: users per width (``"full"``: full-catalogue scoring)."""
-    counts: dict[str, int] = {}
-    for width in needed:
-        name = "full" if width is None else str(width)
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter("full" if width is None else str(width) for width in needed)
     order = sorted(counts, key=lambda w: float("inf") if w == "full" else int(w))
     return {"users_per_width": {w: counts[w] for w in order},
             "exact_at_first_width": counts.get(str(first), 0) / max(1, len(needed))}
