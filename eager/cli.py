@@ -227,20 +227,32 @@ def cmd_eval(args) -> None:
         if args.record and args.exact:
             raise ValueError("--record stores the protocol's beam-search evaluation; --exact is a diagnostic "
                              "(keep it with --out)")
+        if args.max_history is not None and args.max_history < 1:
+            raise ValueError(f"--max-history must be at least 1 (got {args.max_history}): it is how many of the "
+                             "last history items the prompt holds")
+        if args.record and args.max_history is not None:
+            from eager.llm.checkpoint import read_config
+
+            trained_with = read_config(args.checkpoint).get("recipe", {}).get("max_history", 20)
+            if args.max_history != trained_with:
+                raise ValueError(f"--record stores the protocol's evaluation, whose prompts hold the last {trained_with} "
+                                 f"items (the checkpoint's recipe); --max-history {args.max_history} is a diagnostic "
+                                 "(keep it with --out)")
         loaded, choice, _ = _load_serving(args)
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
                               f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
         started = time.perf_counter()
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
-                                     batch_size=args.batch_size, exact=args.exact)
+                                     batch_size=args.batch_size, exact=args.exact, max_history=args.max_history)
         seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "median_popularity@10", "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}
-        _print({k: report[k] for k in keys} | exact | {"seconds": seconds, "device": choice.device,
-                                                       "dtype": choice.dtype, "out": out}, args.json)
+        run = {"max_history": report["max_history"], "seconds": seconds, "device": choice.device,
+               "dtype": choice.dtype, "out": out}
+        _print({k: report[k] for k in keys} | exact | run, args.json)
         return
     if not (args.dataset and args.rankings):
         raise ValueError("eager eval needs --checkpoint DIR, or --dataset NAME with --rankings FILE.jsonl")
@@ -465,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--exact", action="store_true",
                           help="rank by the exact top-k of the whole catalogue: the beam widened per user from "
                                "--beams until no dropped code could enter the top k (how far from exact is the beam?)")
+    evaluate.add_argument("--max-history", type=int,
+                          help="prompts hold each user's last N items (default: the checkpoint's recipe, 20); "
+                               "a diagnostic of how the model uses long histories: same users, same held-out items")
     evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")
     evaluate.add_argument("--record", action="store_true",
                           help="store the result in the checkpoint's metrics.json (the demo's model card reads it)")

@@ -307,6 +307,24 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert beam_lists == [ranked[:10] for ranked in plain_lists]
     shared = sum(len(set(a) & set(b)) for a, b in zip(beam_lists, exact_lists)) / 80
     assert exact["agreement_with_beam"]["overlap@10"] == pytest.approx(shared) and exact["agreement_with_beam"]["users"] == 8
+    # --max-history 2: the same users and held-out items, prompts of their last two items only.
+    assert main(["eval", "--split", "valid", "--limit", "8", "--max-history", "2", "--out", str(tmp_path / "h2"), *common]) == 0
+    short = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "h2" / "metrics.json").read_text())
+    assert short["max_history"] == written["max_history"] == 2 and written["trained_max_history"] == TEST_RECIPE.max_history
+    from eager.data.split import eval_cases
+    from eager.serve.engine import BeamSearchEngine
+
+    cases = eval_cases(data, "valid", 2)[:8]
+    assert all(len(c.history) == 2 for c in cases) and max(len(c.history) for c in eval_cases(data, "valid")[:8]) > 2
+    engine = BeamSearchEngine.from_loaded(load_checkpoint(ckpt, base=str(base_dir)))
+    found = engine.search([[data.item_keys[i] for i in c.history] for c in cases], k=20, beams=20).recommendations
+    lists = {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "h2" / "predictions.jsonl").open()}
+    assert lists == {data.user_keys[c.user]: [r.key for r in rec] for c, rec in zip(cases, found)}
+    assert main(["eval", "--split", "valid", "--max-history", "0", *common]) == 2
+    assert "--max-history must be at least 1" in capsys.readouterr().err
+    assert main(["eval", "--split", "test", "--max-history", "2", "--record", *common]) == 2  # a diagnostic too
+    assert "--max-history 2 is a diagnostic" in capsys.readouterr().err
     assert main(["eval", "--split", "test", "--exact", "--record", *common]) == 2  # a diagnostic, never recorded
     assert main(["eval", "--split", "test", "--limit", "8", "--record", *common]) == 2  # partial runs are not recorded
     assert main(["eval", "--split", "test", "--beams", "10", "--record", "--dtype", "fp32", *common]) == 0

@@ -183,6 +183,7 @@ def evaluate_checkpoint(
     k: int = 20,
     exact: bool = False,
     exact_k: int = 10,
+    max_history: int | None = None,
 ) -> dict:
     """Constrained beam search for every (or the first ``limit``) user of ``split``, via the harness.
 
@@ -191,12 +192,17 @@ def evaluate_checkpoint(
     the plain beam's lists of the same users beside them; the report says which widths the users
     needed, i.e. how often ``beams`` alone was not exact. Exact top-20s cost far wider beams than
     top-10s, so the cutoff the headline metrics use is the default.
+
+    ``max_history``: how many of each user's last items the prompt holds (default: what the checkpoint
+    trained with). A different value is a diagnostic of how the model uses long histories; the users
+    and their held-out items stay the same, so its predictions pair with the default's.
     """
     from tqdm.auto import tqdm
 
     from eager.serve.engine import BeamSearchEngine, exact_top_k
 
-    max_history = loaded.config.get("recipe", {}).get("max_history", 20)
+    trained_with = loaded.config.get("recipe", {}).get("max_history", 20)
+    max_history = max_history or trained_with
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
@@ -224,6 +230,8 @@ def evaluate_checkpoint(
     counts = train_item_counts(data)  # popularity is the whole train split's, whatever the subset
     model = f"eager/{loaded.config['variant']['name']}"
     extra = {"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)}
+    if max_history != trained_with:
+        extra["trained_max_history"] = trained_with
     if exact:
         # The plain beam's lists of the same users, scored and written beside the exact ones, so
         # `eager compare OUT/beam OUT` pairs them; the agreement says how much the beam changed.
