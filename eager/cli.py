@@ -93,7 +93,8 @@ def _comma_list(text: str) -> list[str]:
 
 
 def _metrics_line(report: dict) -> dict:
-    keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20", "coverage@10", "median_popularity@10")
+    keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20", "coverage@10", "median_popularity@10",
+            "history_items@10")
     return {k: round(report[k], 4) for k in keys if k in report} | {"users": report["users"]}
 
 
@@ -222,6 +223,9 @@ def cmd_eval(args) -> None:
     if args.checkpoint:
         from eager.llm.pipeline import evaluate_checkpoint, record_evaluation
 
+        if args.exclude_history:
+            raise ValueError("--exclude-history re-scores saved lists: run `eager eval --dataset NAME --rankings "
+                             "OUT/predictions.jsonl --exclude-history` on this evaluation's output instead")
         if args.record and args.limit:
             raise ValueError("--record stores a full evaluation in the checkpoint; drop --limit")
         if args.record and args.exact:
@@ -246,7 +250,8 @@ def cmd_eval(args) -> None:
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
                                      batch_size=args.batch_size, exact=args.exact, max_history=args.max_history)
         seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
-        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "median_popularity@10", "invalid_rate", "users")
+        keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "median_popularity@10", "history_items@10",
+                "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}
@@ -259,8 +264,9 @@ def cmd_eval(args) -> None:
     data = load_dataset(args.dataset, args.data_root)
     rankings = read_rankings(args.rankings)
     report = evaluate_rankings(data, args.split, rankings, model=args.model, out_dir=args.out,
-                               config={"rankings": str(args.rankings)})
-    _print(_metrics_line(report) | {"invalid_rate": report["invalid_rate"], "missing_users": report["missing_users"]}, args.json)
+                               config={"rankings": str(args.rankings)}, exclude_history=args.exclude_history)
+    _print(_metrics_line(report) | {k: report[k] for k in ("invalid_rate", "missing_users")}
+           | ({"exclude_history": True} if args.exclude_history else {}), args.json)
 
 
 def _probe_item2index(args) -> None:
@@ -486,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving(evaluate, default_dtype="fp32")
     _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")
+    evaluate.add_argument("--exclude-history", action="store_true",
+                          help="with --rankings: drop each user's earlier items from its list before scoring (a "
+                               "diagnostic of what repeats cost; the protocol keeps them)")
     evaluate.add_argument("--out", help="write predictions.jsonl and metrics.json here")
     evaluate.add_argument("--json", action="store_true")
     _add_data_root(evaluate)

@@ -133,3 +133,31 @@ def test_coverage_and_popularity_of_the_lists(cyclic_data):
     assert own["median_popularity@5"] == np.median(counts[[c.target for c in cases]])
     empty = evaluate_rankings(cyclic_data, "test", {}, model="none", ks=(5,))
     assert empty["coverage@5"] == 0 and np.isnan(empty["median_popularity@5"])
+
+
+def test_history_items_count_repeats_and_can_be_dropped(cyclic_data, tmp_path, capsys):
+    """Repeats of a user's earlier items are counted over its whole history, and only dropped on request."""
+    from eager.cli import main
+
+    keys = cyclic_data.item_keys
+    cases = eval_cases(cyclic_data, "test", max_history=100)
+    assert min(len(c.history) for c in cases) > 3  # the first earlier item lies outside a 3-item prompt
+    lists = {cyclic_data.user_keys[c.user]: [keys[c.history[0]], keys[c.history[-1]], keys[c.target]] for c in cases}
+    kept = evaluate_rankings(cyclic_data, "test", lists, model="m", ks=(1, 5), max_history=3, out_dir=tmp_path / "kept")
+    assert kept["history_items@1"] == 1 and kept["history_items@5"] == 2 and "exclude_history" not in kept
+    assert kept["recall@1"] == 0 and kept["recall@5"] == 1 and kept["ndcg@5"] == pytest.approx(1 / np.log2(4))
+    dropped = evaluate_rankings(cyclic_data, "test", lists, model="m", ks=(1, 5), max_history=3, exclude_history=True)
+    assert dropped["recall@1"] == 1 and dropped["history_items@5"] == 0 and dropped["exclude_history"] is True
+    fresh = {u: ranked[2:] for u, ranked in lists.items()}  # nothing earlier: dropping changes nothing
+    assert evaluate_rankings(cyclic_data, "test", fresh, model="m", ks=(5,), exclude_history=True)["ndcg@5"] == 1
+    # The command line re-scores a saved evaluation the same way.
+    cyclic_data.save(tmp_path / "data" / "ml-100k")
+    common = ["eval", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"), "--split", "test",
+              "--rankings", str(tmp_path / "kept" / "predictions.jsonl"), "--json"]
+    assert main(common) == 0
+    assert json.loads(capsys.readouterr().out)["recall@5"] == 1
+    assert main([*common, "--exclude-history"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recall@5"] == out["ndcg@5"] == 1 and out["history_items@10"] == 0 and out["exclude_history"] is True
+    assert main(["eval", "--checkpoint", str(tmp_path), "--exclude-history", "--json"]) == 2
+    assert "re-scores saved lists" in capsys.readouterr().err

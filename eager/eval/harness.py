@@ -34,6 +34,7 @@ def evaluate_rankings(
     max_history: int = DEFAULT_MAX_HISTORY,
     extra: Mapping | None = None,
     item_counts: np.ndarray | None = None,
+    exclude_history: bool = False,
 ) -> dict:
     """Score ``rankings`` ({user key: ranked item keys}) on ``split``; optionally write the report.
 
@@ -41,15 +42,22 @@ def evaluate_rankings(
     repeated keys are dropped before ranking and counted in ``invalid_rate`` (the share of all
     returned entries that were unusable). ``item_counts``: the train-split counts popularity is read
     from, when ``data`` holds only some users (a partial run); by default ``data``'s own.
+
+    ``exclude_history``: drop each user's earlier items from its list before scoring. The protocol
+    keeps them (as the paper, LC-Rec and cornac's next-item evaluation do); this is a diagnostic of
+    what a model's repeats cost, and the report says it was applied.
     """
     known = data.key_to_index()
-    cases = eval_cases(data, split, max_history)
+    # Uncapped: "history" here is everything the split rule puts before the target, whatever the
+    # model read (``max_history`` is only what the report says the prompts held).
+    cases = eval_cases(data, split, max(map(len, data.sequences), default=0))
     keys = data.item_keys
-    ranks, rows = [], []
+    ranks, rows, histories = [], [], []
     returned = invalid = missing = 0
     for case in cases:
         user = data.user_keys[case.user]
         target = keys[case.target]
+        history = {keys[i] for i in case.history}
         raw = rankings.get(user)
         if raw is None:
             missing += 1
@@ -63,8 +71,11 @@ def evaluate_rankings(
                 ranked.append(item)
         returned += len(raw)
         invalid += len(raw) - len(ranked)
+        if exclude_history:
+            ranked = [item for item in ranked if item not in history]
         ranks.append(target_rank(ranked, target))
         rows.append({"user": user, "target": target, "ranked": ranked})
+        histories.append(history)
     report = {
         "dataset": data.name,
         "split": split,
@@ -72,10 +83,11 @@ def evaluate_rankings(
         "k": list(ks),
         "users": len(cases),
         **metrics_from_ranks(ranks, ks),
-        **list_diversity(data, [row["ranked"] for row in rows], ks, item_counts),
+        **list_diversity(data, [row["ranked"] for row in rows], ks, item_counts, histories),
         "invalid_rate": invalid / returned if returned else 0.0,
         "missing_users": missing,
         "max_history": max_history,
+        **({"exclude_history": True} if exclude_history else {}),
         "config": dict(config or {}),
         "machine": machine_line(),
         "created": timestamp(),
@@ -87,11 +99,14 @@ def evaluate_rankings(
 
 
 def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Sequence[int],
-                   item_counts: np.ndarray | None = None) -> dict[str, float]:
+                   item_counts: np.ndarray | None = None,
+                   histories: Sequence[set[str]] | None = None) -> dict[str, float]:
     """What the lists recommend, beyond hits: ``coverage@k``, the share of the catalogue that appears
     in any user's top k, and ``median_popularity@k``, the median training-split count of the items
     recommended there. A model that sends everyone the same popular items scores low on the first
-    and high on the second, whatever its recall."""
+    and high on the second, whatever its recall. With ``histories`` (each list's user's earlier
+    items), ``history_items@k``: how many of the top k the user already has, on average; on the
+    Amazon benchmarks no held-out item repeats an earlier one, so each is a slot that cannot hit."""
     counts = train_item_counts(data) if item_counts is None else item_counts
     index = data.key_to_index()
     out = {}
@@ -99,6 +114,9 @@ def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Se
         items = [index[key] for ranked in lists for key in ranked[:k]]
         out[f"coverage@{k}"] = len(set(items)) / data.num_items
         out[f"median_popularity@{k}"] = float(np.median(counts[items])) if items else float("nan")
+        if histories is not None:
+            repeats = [sum(key in history for key in ranked[:k]) for ranked, history in zip(lists, histories)]
+            out[f"history_items@{k}"] = float(np.mean(repeats)) if repeats else float("nan")
     return out
 
 
