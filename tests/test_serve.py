@@ -94,6 +94,43 @@ def test_exact_top_k_equals_full_catalogue_scoring(engine, max_beams):
         exact_top_k(engine, HISTORIES, k=10, beams=5)
 
 
+def _top_without(engine, history, banned, k):
+    scores = exact_item_scores(engine, history).clone()  # an inference tensor: copy before writing
+    scores[[engine.index.row(key) for key in banned]] = float("-inf")
+    top = scores.topk(k)
+    return [engine.index.keys[i] for i, s in zip(top.indices.tolist(), top.values.tolist()) if s > float("-inf")]
+
+
+@settings(max_examples=15, deadline=None)
+@given(beams=st.integers(5, 30), picks=st.lists(st.lists(st.integers(0, 49), max_size=48), min_size=4, max_size=4))
+def test_excluded_items_never_come_back_and_what_is_left_stays_exact(engine, beams, picks):
+    keys = engine.index.keys
+    exclude = [{keys[i] for i in pick} for pick in picks]
+    result = engine.search(HISTORIES, k=5, beams=beams, exclude=exclude)
+    for history, recs, banned, certified in zip(HISTORIES, result.recommendations, exclude, result.certified(5)):
+        assert not {r.key for r in recs} & banned
+        assert len(recs) == min(5, len(keys) - len(banned))  # no beam is spent on an excluded item
+        if certified:  # the certificate now speaks of the catalogue less the excluded items
+            assert [r.key for r in recs] == _top_without(engine, history, banned, 5)
+    wide = engine.search(HISTORIES, k=5, beams=len(keys), exclude=exclude)
+    for history, recs, banned in zip(HISTORIES, wide.recommendations, exclude):
+        assert [r.key for r in recs] == _top_without(engine, history, banned, 5)
+    none = engine.search(HISTORIES, k=5, beams=beams, exclude=[set()] * len(HISTORIES))
+    assert none.recommendations == engine.search(HISTORIES, k=5, beams=beams).recommendations
+
+
+@pytest.mark.parametrize("max_beams", [64, 2])
+def test_exact_top_k_leaves_out_what_it_is_told(engine, max_beams):
+    exclude = [set(history) for history in HISTORIES]  # the demo's use: never the history itself
+    found = exact_top_k(engine, HISTORIES, k=5, beams=5, growth=2, max_beams=max_beams, exclude=exclude)
+    for history, recs in zip(HISTORIES, found.recommendations):
+        assert [r.key for r in recs] == _top_without(engine, history, set(history), 5)
+    with pytest.raises(ValueError, match="one set per prompt"):
+        engine.search(HISTORIES, k=5, beams=5, exclude=exclude[:1])
+    with pytest.raises(KeyError, match="not in this index"):
+        engine.search(HISTORIES[:1], k=5, beams=5, exclude=[{"bogus"}])
+
+
 @pytest.mark.parametrize("beams", [4, 8, 20])
 def test_engine_agrees_with_hf_generate_and_the_trie_callback(engine, beams):
     ours = engine.search(HISTORIES, k=min(5, beams), beams=beams).recommendations

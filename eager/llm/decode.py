@@ -42,6 +42,11 @@ class CodeTrie:
         self.item_of_node = torch.full((len(nodes),), -1, dtype=torch.long)
         for row, code in enumerate(index.codes.tolist()):
             self.item_of_node[nodes[tuple(code)]] = row
+        # Item row → the nodes on its path below the root (one per level), and node → how many items
+        # lie under it: a node whose items are all excluded for a user is a dead end for that user.
+        self.path_nodes = torch.tensor([[nodes[tuple(code[: depth + 1])] for depth in range(self.levels)]
+                                        for code in index.codes.tolist()], dtype=torch.long).view(-1, self.levels)
+        self.items_under = torch.bincount(self.path_nodes.flatten(), minlength=len(nodes))
         # token id → code value, for walking the trie from generated ids
         self.value_of_token = {int(t): int(v) for level in range(self.levels)
                                for v, t in enumerate(vocab.table[level].tolist()) if t >= 0}

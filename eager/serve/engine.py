@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +95,8 @@ class BeamSearchEngine:
         # Token id of (level, value); unused values point at token 0 but the trie never allows them.
         self.token_of = vocab.table.clamp(min=0).to(self.device)
         self.item_of_node = self.trie.item_of_node.to(self.device)
+        self.path_nodes = self.trie.path_nodes.to(self.device)
+        self.items_under = self.trie.items_under.to(self.device)
         self._cache_kw = _cache_argument(model)
         # Custom 4-D masks are additive, in the dtype the hidden states flow in.
         self.mask_dtype = model.get_input_embeddings().weight.dtype
@@ -126,9 +128,24 @@ class BeamSearchEngine:
         beams: int = 20,
         trace: bool = False,
         on_step: Callable[[BeamStep], None] | None = None,
+        exclude: Sequence[Collection[str]] | None = None,
     ) -> SearchResult:
-        """Top-``k`` items per history (lists of item keys, oldest first) by beam search of width ``beams``."""
-        return self.search_prompts(self.prompts(histories), k, beams, trace, on_step)
+        """Top-``k`` items per history (lists of item keys, oldest first) by beam search of width ``beams``.
+
+        ``exclude``: per history, item keys never to return (say, the history itself). They are
+        removed from the trie for that user, so no beam is spent on them and ``k`` other items come back.
+        """
+        return self.search_prompts(self.prompts(histories), k, beams, trace, on_step, exclude)
+
+    def dead_nodes(self, exclude: Sequence[Collection[str]]) -> torch.Tensor:
+        """(users, trie nodes) bool: True where every item under the node is excluded for that user."""
+        excluded = torch.zeros(len(exclude), self.items_under.shape[0], dtype=torch.long, device=self.device)
+        for user, keys in enumerate(exclude):
+            rows = sorted({self.index.row(key) for key in keys})
+            if rows:
+                nodes = self.path_nodes[torch.tensor(rows, device=self.device)].flatten()
+                excluded[user].scatter_add_(0, nodes, torch.ones_like(nodes))
+        return (excluded > 0) & (excluded == self.items_under)
 
     @torch.inference_mode()
     def search_prompts(
@@ -138,12 +155,16 @@ class BeamSearchEngine:
         beams: int = 20,
         trace: bool = False,
         on_step: Callable[[BeamStep], None] | None = None,
+        exclude: Sequence[Collection[str]] | None = None,
     ) -> SearchResult:
         """The same search after any prompts (e.g. item2index: a title in, a code out)."""
         if k > beams:
             raise ValueError(f"k={k} needs at least as many beams (got {beams})")
         if not prompts:
             return SearchResult([])
+        if exclude is not None and len(exclude) != len(prompts):
+            raise ValueError(f"exclude has {len(exclude)} entries for {len(prompts)} prompts: give one set per prompt")
+        dead = self.dead_nodes(exclude) if exclude is not None else None
         enc = _left_padded(self.tokenizer, prompts, self.device)
         mask = enc["attention_mask"]
         users = mask.shape[0]
@@ -162,7 +183,10 @@ class BeamSearchEngine:
             width = node.shape[1]
             step_logp = logp[:, self.token_of[level]].view(users, width, self.k)
             child = self.next_node[node]  # (users, width, k): −1 where the trie has no such child
-            total = (score.unsqueeze(-1) + step_logp).masked_fill(child < 0, float("-inf"))
+            closed = child < 0
+            if dead is not None:  # subtrees holding only this user's excluded items
+                closed |= dead.gather(1, child.clamp(min=0).view(users, -1)).view_as(child)
+            total = (score.unsqueeze(-1) + step_logp).masked_fill(closed, float("-inf"))
             keep = min(beams, width * self.k)
             # One more than kept: the best candidate not kept is the best this level drops.
             score, flat = total.view(users, -1).topk(min(keep + 1, width * self.k), dim=-1)
@@ -259,14 +283,16 @@ class ExactTopK:
 
 @torch.inference_mode()
 def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k: int = 10, beams: int = 20,
-                growth: int = 4, max_beams: int = 4096, beams_per_batch: int = 4096) -> ExactTopK:
+                growth: int = 4, max_beams: int = 4096, beams_per_batch: int = 4096,
+                exclude: Sequence[Collection[str]] | None = None) -> ExactTopK:
     """The exact top-``k`` of the whole catalogue for every history, found by widening the beam.
 
     Each user is searched at ``beams``; a user whose result :meth:`SearchResult.certified` does not
     prove exact is searched again ``growth`` times wider, up to ``max_beams`` (the tree attention's
     memory grows with the square of the width); past that :func:`exact_item_scores` decides. The
     answer is the same as ranking every item by teacher forcing, at the cost of the widths the
-    users actually need. ``beams_per_batch`` bounds users × width in one search.
+    users actually need. ``beams_per_batch`` bounds users × width in one search. ``exclude``: per
+    history, item keys left out of its catalogue (as in :meth:`BeamSearchEngine.search`).
     """
     if k > beams:
         raise ValueError(f"k={k} needs at least as many beams (got {beams})")
@@ -286,7 +312,8 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
         per_batch, still = max(1, beams_per_batch // width), []
         for start in range(0, len(pending), per_batch):
             users = pending[start : start + per_batch]
-            result = engine.search([histories[u] for u in users], k=k, beams=width)
+            result = engine.search([histories[u] for u in users], k=k, beams=width,
+                                   exclude=None if exclude is None else [exclude[u] for u in users])
             for user, recs, exact in zip(users, result.recommendations, result.certified(k)):
                 if first[user] is None:
                     first[user] = recs
@@ -298,8 +325,11 @@ def exact_top_k(engine: BeamSearchEngine, histories: Sequence[Sequence[str]], k:
         if not pending:
             break
     for user in pending:
-        top = exact_item_scores(engine, histories[user]).topk(min(k, catalogue))
-        keys = [engine.index.keys[i] for i in top.indices.tolist()]
+        scores = exact_item_scores(engine, histories[user])
+        if exclude is not None and exclude[user]:
+            scores[[engine.index.row(key) for key in exclude[user]]] = float("-inf")
+        top = scores.topk(min(k, catalogue))
+        keys = [engine.index.keys[i] for i, s in zip(top.indices.tolist(), top.values.tolist()) if s > float("-inf")]
         recommendations[user] = [Recommendation(key, engine.index.text_of(key), float(s))
                                  for key, s in zip(keys, top.values.tolist())]
     return ExactTopK(recommendations, needed, first)
