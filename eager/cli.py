@@ -223,9 +223,9 @@ def cmd_eval(args) -> None:
     if args.checkpoint:
         from eager.llm.pipeline import evaluate_checkpoint, record_evaluation
 
-        if args.exclude_history:
-            raise ValueError("--exclude-history re-scores saved lists: run `eager eval --dataset NAME --rankings "
-                             "OUT/predictions.jsonl --exclude-history` on this evaluation's output instead")
+        if args.record and args.exclude_history:
+            raise ValueError("--record stores the protocol's evaluation, which keeps the users' earlier items; "
+                             "--exclude-history is a diagnostic (keep it with --out)")
         if args.record and args.limit:
             raise ValueError("--record stores a full evaluation in the checkpoint; drop --limit")
         if args.record and args.exact:
@@ -248,15 +248,16 @@ def cmd_eval(args) -> None:
                               f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
         started = time.perf_counter()
         report = evaluate_checkpoint(loaded, data, args.split, args.limit, out, beams=args.beams,
-                                     batch_size=args.batch_size, exact=args.exact, max_history=args.max_history)
+                                     batch_size=args.batch_size, exact=args.exact, max_history=args.max_history,
+                                     exclude_history=args.exclude_history)
         seconds = round(time.perf_counter() - started, 1)  # beam search + scoring, model load excluded
         keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "coverage@10", "median_popularity@10", "history_items@10",
                 "invalid_rate", "users")
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}
-        run = {"max_history": report["max_history"], "seconds": seconds, "device": choice.device,
-               "dtype": choice.dtype, "out": out}
+        run = {"max_history": report["max_history"], **({"exclude_history": True} if args.exclude_history else {}),
+               "seconds": seconds, "device": choice.device, "dtype": choice.dtype, "out": out}
         _print({k: report[k] for k in keys} | exact | run, args.json)
         return
     if not (args.dataset and args.rankings):
@@ -493,8 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_artifacts(evaluate)
     evaluate.add_argument("--model", default="external")
     evaluate.add_argument("--exclude-history", action="store_true",
-                          help="with --rankings: drop each user's earlier items from its list before scoring (a "
-                               "diagnostic of what repeats cost; the protocol keeps them)")
+                          help="never count a user's earlier items: a checkpoint's search leaves them out (its "
+                               "beams go to other items), --rankings drops them before scoring; a diagnostic of "
+                               "what repeats cost (the protocol keeps them)")
     evaluate.add_argument("--out", help="write predictions.jsonl and metrics.json here")
     evaluate.add_argument("--json", action="store_true")
     _add_data_root(evaluate)

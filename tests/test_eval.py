@@ -159,5 +159,3 @@ def test_history_items_count_repeats_and_can_be_dropped(cyclic_data, tmp_path, c
     assert main([*common, "--exclude-history"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["recall@5"] == out["ndcg@5"] == 1 and out["history_items@10"] == 0 and out["exclude_history"] is True
-    assert main(["eval", "--checkpoint", str(tmp_path), "--exclude-history", "--json"]) == 2
-    assert "re-scores saved lists" in capsys.readouterr().err

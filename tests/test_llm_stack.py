@@ -325,6 +325,17 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert "--max-history must be at least 1" in capsys.readouterr().err
     assert main(["eval", "--split", "test", "--max-history", "2", "--record", *common]) == 2  # a diagnostic too
     assert "--max-history 2 is a diagnostic" in capsys.readouterr().err
+    # --exclude-history: the search never returns a user's earlier items (all of them, beyond the prompt's 2).
+    args = ["eval", "--split", "valid", "--limit", "8", "--max-history", "2", "--exclude-history", *common]
+    assert main([*args, "--out", str(tmp_path / "ex")]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert fresh["exclude_history"] is True and fresh["history_items@10"] == 0
+    earlier = {data.user_keys[c.user]: {data.item_keys[i] for i in c.history} for c in eval_cases(data, "valid", 100)[:8]}
+    rows = [json.loads(line) for line in (tmp_path / "ex" / "predictions.jsonl").open()]
+    assert all(len(row["ranked"]) == 20 and not set(row["ranked"]) & earlier[row["user"]] for row in rows)
+    assert short["history_items@10"] > 0  # without it, the same prompts did return earlier items
+    assert main(["eval", "--split", "test", "--exclude-history", "--record", *common]) == 2
+    assert "--exclude-history is a diagnostic" in capsys.readouterr().err
     assert main(["eval", "--split", "test", "--exact", "--record", *common]) == 2  # a diagnostic, never recorded
     assert main(["eval", "--split", "test", "--limit", "8", "--record", *common]) == 2  # partial runs are not recorded
     assert main(["eval", "--split", "test", "--beams", "10", "--record", "--dtype", "fp32", *common]) == 0

@@ -184,6 +184,7 @@ def evaluate_checkpoint(
     exact: bool = False,
     exact_k: int = 10,
     max_history: int | None = None,
+    exclude_history: bool = False,
 ) -> dict:
     """Constrained beam search for every (or the first ``limit``) user of ``split``, via the harness.
 
@@ -196,6 +197,10 @@ def evaluate_checkpoint(
     ``max_history``: how many of each user's last items the prompt holds (default: what the checkpoint
     trained with). A different value is a diagnostic of how the model uses long histories; the users
     and their held-out items stay the same, so its predictions pair with the default's.
+
+    ``exclude_history``: never recommend a user's earlier items (all of them, not only those the
+    prompt holds); the search leaves them out of the trie, so the beams go to other items. The
+    protocol keeps them; this measures what the model's repeats cost.
     """
     from tqdm.auto import tqdm
 
@@ -206,6 +211,8 @@ def evaluate_checkpoint(
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
+    earlier = ({c.user: {data.item_keys[i] for i in c.history}
+                for c in eval_cases(data, split, max(map(len, data.sequences)))} if exclude_history else {})
     batch_size = batch_size or (128 if next(loaded.model.parameters()).is_cuda else 8)
     engine = BeamSearchEngine.from_loaded(loaded)
     keys = data.item_keys
@@ -214,14 +221,16 @@ def evaluate_checkpoint(
     for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}" + (" (exact)" if exact else "")):
         chunk = cases[start : start + batch_size]
         histories = [[keys[i] for i in c.history] for c in chunk]
+        exclude = [earlier[c.user] for c in chunk] if exclude_history else None
         if exact:
-            found = exact_top_k(engine, histories, k=exact_k, beams=first_width, max_beams=max(4096, beams))
+            found = exact_top_k(engine, histories, k=exact_k, beams=first_width, max_beams=max(4096, beams),
+                                exclude=exclude)
             recs = found.recommendations
             needed.extend(found.beams_needed)
             for case, rec in zip(chunk, found.at_first_width):
                 beam_rankings[data.user_keys[case.user]] = [r.key for r in rec]
         else:
-            recs = engine.search(histories, k=min(k, beams), beams=beams).recommendations
+            recs = engine.search(histories, k=min(k, beams), beams=beams, exclude=exclude).recommendations
         for case, rec in zip(chunk, recs):
             rankings[data.user_keys[case.user]] = [r.key for r in rec]
     # Score only the users we ran (a --limit run is a partial evaluation, said so in the report).
@@ -232,23 +241,23 @@ def evaluate_checkpoint(
     extra = {"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)}
     if max_history != trained_with:
         extra["trained_max_history"] = trained_with
+    scoring = {"extra": extra, "item_counts": counts, "exclude_history": exclude_history}
     if exact:
         # The plain beam's lists of the same users, scored and written beside the exact ones, so
         # `eager compare OUT/beam OUT` pairs them; the agreement says how much the beam changed.
         ks = (5, exact_k)
         beam_dir = Path(out_dir) / "beam" if out_dir else None
         beam = evaluate_rankings(subset, split, beam_rankings, model=f"{model}/beam{first_width}",
-                                 config=loaded.config, out_dir=beam_dir, ks=ks, max_history=max_history, extra=extra,
-                                 item_counts=counts)
+                                 config=loaded.config, out_dir=beam_dir, ks=ks, max_history=max_history, **scoring)
         users = list(rankings)
         extra |= {"search": "exact", "beams_needed": beams_needed_summary(needed, first_width),
                   "beam": {f"{name}@{cut}": beam[f"{name}@{cut}"] for cut in ks for name in ("recall", "ndcg")},
                   "agreement_with_beam": ranking_agreement([beam_rankings[u] for u in users],
                                                            [rankings[u] for u in users], exact_k)}
         return evaluate_rankings(subset, split, rankings, model=f"{model}/exact", config=loaded.config,
-                                 out_dir=out_dir, ks=ks, max_history=max_history, extra=extra, item_counts=counts)
+                                 out_dir=out_dir, ks=ks, max_history=max_history, **scoring)
     return evaluate_rankings(subset, split, rankings, model=model, config=loaded.config, out_dir=out_dir,
-                             max_history=max_history, extra=extra, item_counts=counts)
+                             max_history=max_history, **scoring)
 
 
 def beams_needed_summary(needed: list[int | None], first: int) -> dict:
