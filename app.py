@@ -71,13 +71,13 @@ def build_demo(service: DemoService) -> gr.Blocks:
         return state, *state_view(state), case["user"]
 
     @gpu
-    def recommend_live(state, variant, k) -> Iterator[tuple]:
+    def recommend_live(state, variant, k, hide_history=True) -> Iterator[tuple]:
         steps_md: list[str] = []
         try:
             yield f"Loading `{variant}` (the first use of a variant takes a while)…", None, "", None
             index = service.model(variant).engine.index
             yield "Decoding…", None, "", None
-            for event in service.recommend_stream(state["history"], variant, int(k), state["held_out"]):
+            for event in service.recommend_stream(state["history"], variant, int(k), state["held_out"], bool(hide_history)):
                 if isinstance(event, BeamStep):
                     steps_md.append(views.step_markdown(event, index, service))
                     yield "\n\n".join(steps_md), None, "", None
@@ -92,9 +92,10 @@ def build_demo(service: DemoService) -> gr.Blocks:
             raise _fail(err) from None
 
     @gpu
-    def compare(state, chosen, k):
+    def compare(state, chosen, k, hide_history=True):
         try:
-            tables = views.compare_tables(service.compare(state["history"], chosen or None, int(k), state["held_out"]))
+            tables = views.compare_tables(service.compare(state["history"], chosen or None, int(k), state["held_out"],
+                                                          bool(hide_history)))
         except DemoError as err:
             raise _fail(err) from None
         return tables
@@ -146,13 +147,15 @@ def build_demo(service: DemoService) -> gr.Blocks:
         info = service.model_card()
         return views.model_card_markdown(info), json.dumps(info["configs"], indent=1)[:20000]
 
-    def recommend_api(history: list[str], variant: str = "full", k: int = 10) -> dict:
-        """Top-k items for a history of item keys (oldest first) from one variant."""
+    def recommend_api(history: list[str], variant: str = "full", k: int = 10, hide_history: bool = True) -> dict:
+        """Top-k items for a history of item keys (oldest first) from one variant; hide_history=False
+        keeps items the history already holds (the model's raw list, as the evaluation scores it)."""
         try:
-            outcome = service.recommend(history, variant, k)
+            outcome = service.recommend(history, variant, k, hide_history=bool(hide_history))
         except DemoError as err:
             raise _fail(err) from None
         return {"variant": variant, "seconds": round(outcome.seconds, 3), "notes": outcome.notes,
+                "hid_history": outcome.hid_history,
                 "items": [{"rank": i.rank, "key": i.key, "title": i.title, "code": i.code, "score": round(i.score, 4)}
                           for i in outcome.items]}
 
@@ -190,6 +193,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
             with gr.Row():
                 variant = gr.Dropdown(list(VARIANTS), value="full", label="Variant")
                 k = gr.Slider(1, service.config.max_k, value=10, step=1, label="Top k")
+                hide = gr.Checkbox(value=True, label="Leave out the history's items", elem_id="hide-history",
+                                   info="Untick for the model's raw list, the one the evaluation scores")
                 go = gr.Button("Recommend", variant="primary", elem_id="recommend")
             with gr.Row():
                 steps = gr.Markdown(label="Decoding, token by token", elem_id="steps")
@@ -235,9 +240,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
         undo.click(remove_last, state, [state, *history_out], api_visibility="private")
         reset.click(clear, state, [state, *history_out], api_visibility="private")
         load.click(load_user, [user_id, state], [state, *history_out, user_id], api_visibility="private")
-        go.click(recommend_live, [state, variant, k], [steps, results, summary, tree_plot], api_visibility="private",
+        go.click(recommend_live, [state, variant, k, hide], [steps, results, summary, tree_plot], api_visibility="private",
                  concurrency_limit=2).then(lambda: service.status(), None, status, api_visibility="private")
-        run_compare.click(compare, [state, chosen, k], [compare_lists, compare_overlap, compare_summary],
+        run_compare.click(compare, [state, chosen, k, hide], [compare_lists, compare_overlap, compare_summary],
                           api_visibility="private", concurrency_limit=1).then(
             lambda: service.status(), None, status, api_visibility="private")
         look.click(lookup, item_key, [looked, nearest], api_visibility="private")

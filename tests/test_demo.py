@@ -81,10 +81,18 @@ def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service
     from eager.demo.views import outcome_markdown
     from eager.serve.engine import exact_top_k
 
-    exact = exact_top_k(service.model("full").engine, [outcome.history], k=5, beams=service.config.beams)
+    # By default the history's own items are left out, so the exact search leaves them out too.
+    assert outcome.hid_history and not set(ranked) & set(case["history"])
+    exact = exact_top_k(service.model("full").engine, [outcome.history], k=5, beams=service.config.beams,
+                        exclude=[set(case["history"])])
     assert outcome.exact == (exact.beams_needed[0] == service.config.beams)
     assert (ranked == [r.key for r in exact.recommendations[0]]) or not outcome.exact
-    assert ("provably" in outcome_markdown(outcome)) == outcome.exact
+    assert ("provably" in outcome_markdown(outcome)) == outcome.exact and "left out" in outcome_markdown(outcome)
+    # Unticked: the model's raw list, as `eager eval` scores it.
+    raw = service.recommend(case["history"], "full", 5, case["held_out"], hide_history=False)
+    raw_search = service.model("full").engine.search([outcome.history], k=5, beams=service.config.beams)
+    assert [i.key for i in raw.items] == [r.key for r in raw_search.recommendations[0]]
+    assert not raw.hid_history and "left out" not in outcome_markdown(raw)
     events = list(service.recommend_stream(case["history"], "wo_gct", 5))
     assert [type(e) for e in events] == [BeamStep] * 4 + [RecommendOutcome]
     with pytest.raises(DemoError, match="Unknown variant"):
@@ -175,6 +183,9 @@ def test_api_end_to_end_bad_inputs_and_concurrency(running_app, service):
     out = client.predict(["I001", "I002", "I003"], "full", 5, api_name="/recommend")
     assert len(out["items"]) == 5 and all(i["key"] in service.data.key_to_index() for i in out["items"])
     assert client.predict("number 7", api_name="/search")[0]["key"] == "I007"
+    assert out["hid_history"] and not {i["key"] for i in out["items"]} & {"I001", "I002", "I003"}
+    raw = client.predict(["I001", "I002", "I003"], "full", 5, False, api_name="/recommend")
+    assert raw["hid_history"] is False and len(raw["items"]) == 5
     for history, variant, k, message in (([], "full", 5, "empty"), (["I001", "nope"], "full", 5, "nope"),
                                          (["I001"] * 500, "full", 5, "at most 200"),
                                          (["I001"], "no-such-variant", 5, "Unknown variant"),
@@ -207,8 +218,10 @@ def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path)
         expect(page.locator("#history")).to_contain_text("I012", timeout=30_000)
         page.locator("#load-user").click()  # a random real user replaces the history
         expect(page.locator("#user-line")).to_contain_text("Real test user", timeout=30_000)
+        expect(page.locator("#hide-history input")).to_be_checked()  # by default the history's items are left out
         page.locator("#recommend").click()
         expect(page.locator("#summary")).to_contain_text("answered in", timeout=60_000)
+        expect(page.locator("#summary")).to_contain_text("left out")
         expect(page.locator("#steps")).to_contain_text("Token 4 of 4")
         page.screenshot(path=str(tmp_path / "recommend.png"), full_page=True)
         page.get_by_role("tab", name="Compare variants").click()

@@ -86,6 +86,9 @@ class RecommendOutcome:
     # Is the list provably the model's exact top-k over the whole catalogue (no code the beam
     # dropped could have scored higher)? See SearchResult.certified.
     exact: bool | None = None
+    # Were the history's own items left out of the search (what a shopper expects; the evaluation
+    # protocol keeps them, so the raw list is one switch away)?
+    hid_history: bool = False
 
 
 class DemoService:
@@ -249,28 +252,31 @@ class DemoService:
         return k
 
     def recommend(self, history: Sequence[str], variant: str = "full", k: int = 10, held_out: str | None = None,
-                  on_step: Callable[[BeamStep], None] | None = None) -> RecommendOutcome:
+                  on_step: Callable[[BeamStep], None] | None = None, hide_history: bool = True) -> RecommendOutcome:
+        """The top ``k`` of one variant for a history; ``hide_history``: never recommend an item the
+        history already holds (all of it, also beyond what the model reads)."""
         k = self._check_k(k)
         keys, notes = self.check_history(history)
         model = self.model(variant)
+        exclude = [{str(key).strip() for key in history}] if hide_history else None
         started = time.perf_counter()
         result: SearchResult = model.engine.search([keys], k=k, beams=max(k, self.config.beams), trace=True,
-                                                   on_step=on_step)
+                                                   on_step=on_step, exclude=exclude)
         seconds = time.perf_counter() - started
         items = [self._explain(rank, rec, keys, model.engine.index)
                  for rank, rec in enumerate(result.recommendations[0], start=1)]
         rank = next((i.rank for i in items if i.key == held_out), None) if held_out else None
         return RecommendOutcome(variant, keys, items, result.steps, seconds, held_out, rank, notes,
-                                exact=result.certified(k)[0])
+                                exact=result.certified(k)[0], hid_history=hide_history)
 
     def recommend_stream(self, history: Sequence[str], variant: str = "full", k: int = 10,
-                         held_out: str | None = None) -> Iterator[BeamStep | RecommendOutcome]:
+                         held_out: str | None = None, hide_history: bool = True) -> Iterator[BeamStep | RecommendOutcome]:
         """Yields each decoding step as it happens, then the outcome (errors are raised, not yielded)."""
         events: queue.Queue = queue.Queue()
 
         def run():
             try:
-                events.put(self.recommend(history, variant, k, held_out, on_step=events.put))
+                events.put(self.recommend(history, variant, k, held_out, on_step=events.put, hide_history=hide_history))
             except BaseException as err:  # handed to the consumer thread, which raises it
                 events.put(err)
 
@@ -302,7 +308,7 @@ class DemoService:
         return Recommended(rank, rec.key, self.title(rec.key), rec.code, rec.score, shares)
 
     def compare(self, history: Sequence[str], variants: Sequence[str] | None = None, k: int = 10,
-                held_out: str | None = None) -> dict:
+                held_out: str | None = None, hide_history: bool = True) -> dict:
         """Every variant on the same history: lists, pairwise overlap, held-out rank, latency."""
         available = self.available_variants()
         if not available:
@@ -319,7 +325,7 @@ class DemoService:
             have = ", ".join(available) or "none"
             raise DemoError(f"None of the chosen variants has a checkpoint under {self.checkpoint_root} "
                             f"(available: {have}); tick one that is, or train it with `eager train`.")
-        outcomes = {name: self.recommend(history, name, k, held_out) for name in variants}
+        outcomes = {name: self.recommend(history, name, k, held_out, hide_history=hide_history) for name in variants}
         tops = {name: {i.key for i in o.items} for name, o in outcomes.items()}
         overlap = {a: {b: len(tops[a] & tops[b]) for b in variants} for a in variants}
         return {"outcomes": outcomes, "overlap": overlap, "k": k, "skipped": skipped}

@@ -61,8 +61,12 @@ def outcome_markdown(outcome: RecommendOutcome) -> str:
             parts.append(f"The held-out next purchase is at **rank {outcome.held_out_rank}**.")
         else:
             parts.append(f"The held-out next purchase ({outcome.held_out}) is not in the top {len(outcome.items)}.")
+    if outcome.hid_history:
+        parts.append("Items already in the history are left out (untick “Leave out the history's items” for the "
+                     "model's raw list, the one the evaluation scores).")
     if outcome.exact is not None:
-        parts.append("This list is provably the model's exact top " + str(len(outcome.items)) + " of the whole catalogue."
+        catalogue = "the catalogue less the history" if outcome.hid_history else "the whole catalogue"
+        parts.append("This list is provably the model's exact top " + str(len(outcome.items)) + f" of {catalogue}."
                      if outcome.exact else
                      "Beam search dropped codes that could still outscore this list's last item, so the model's exact top "
                      + str(len(outcome.items)) + " may differ (`eager eval --exact` measures how often).")
