@@ -106,10 +106,23 @@ def cmd_baseline(args) -> None:
     if args.model == "pop":
         from eager.baselines.popularity import run_popularity
 
+        if args.trained or args.max_history:
+            raise ValueError("--trained and --max-history are for sasrec; popularity reads no history")
         reports = run_popularity(data, out)
+    elif args.trained:
+        from eager.baselines.sasrec import evaluate_sasrec, load_sasrec
+
+        # Re-evaluate an exported model (say, reading fewer items) without training; it writes inside
+        # the model's folder, never over the folder's own evaluation.
+        model, meta = load_sasrec(args.trained, data)
+        out = Path(args.out) if args.out else Path(args.trained) / f"history{args.max_history or model.config.max_len}"
+        reports = evaluate_sasrec(model, data, out, config={"trained": str(args.trained), **meta.get("config", {})},
+                                  max_history=args.max_history)
     else:
         from eager.baselines.sasrec import RECIPES, config_with, run_sasrec
 
+        if args.max_history:
+            raise ValueError("--max-history re-evaluates a trained SASRec: add --trained DIR (e.g. artifacts/DATASET/sasrec)")
         if args.recipe not in RECIPES:
             raise KeyError(f"unknown SASRec recipe {args.recipe!r}; choose one of: {', '.join(RECIPES)}")
         config = config_with(
@@ -409,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--loss", choices=["ce", "bce"])
     baseline.add_argument("--max-minutes", type=float)
     baseline.add_argument("--seed", type=int)
+    baseline.add_argument("--trained", help="sasrec: evaluate this exported model instead of training one")
+    baseline.add_argument("--max-history", type=int,
+                          help="with --trained: read each user's last N items (a diagnostic of how much history it uses)")
     baseline.add_argument("--out", help="output folder (default: <artifacts>/<dataset>/<model>)")
     baseline.add_argument("--json", action="store_true")
     _add_data_root(baseline)

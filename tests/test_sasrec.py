@@ -48,6 +48,29 @@ def test_sasrec_learns_and_beats_popularity(cyclic_data, tmp_path):
     assert (tmp_path / "sasrec" / "test" / "predictions.jsonl").exists()
 
 
+def test_a_trained_sasrec_is_re_evaluated_reading_fewer_items(cyclic_data, tmp_path, capsys):
+    config = config_with(SASREC_SMOKE_CONFIG, epochs=40, lr=5e-3, dropout=0.1, eval_every=5, patience=100)
+    trained = run_sasrec(cyclic_data, config, tmp_path / "sasrec", progress=False)
+    cyclic_data.save(tmp_path / "data" / "ml-100k")
+    common = ["baseline", "sasrec", "--dataset", "ml-100k", "--data-root", str(tmp_path / "data"), "--json"]
+    assert main([*common, "--trained", str(tmp_path / "sasrec")]) == 0  # as trained: the same numbers again
+    again = json.loads(capsys.readouterr().out)
+    assert again["test"]["ndcg@10"] == round(trained["test"]["ndcg@10"], 4) and again["out"].endswith("history20")
+    assert main([*common, "--trained", str(tmp_path / "sasrec"), "--max-history", "1"]) == 0
+    last_only = json.loads(capsys.readouterr().out)
+    written = json.loads((tmp_path / "sasrec" / "history1" / "test" / "metrics.json").read_text())
+    assert written["max_history"] == 1 and written["config"]["trained"] == str(tmp_path / "sasrec")
+    # In this catalogue the last item alone decides the next, so reading one item is as good as reading all.
+    assert last_only["test"]["recall@10"] > 0.9 and last_only["test"]["users"] == trained["test"]["users"]
+    assert json.loads((tmp_path / "sasrec" / "test" / "metrics.json").read_text())["max_history"] == 20  # untouched
+    for bad, message in ((["--trained", str(tmp_path / "sasrec"), "--max-history", "21"], "between 1 and 20"),
+                         (["--max-history", "5"], "add --trained"),
+                         (["--trained", str(tmp_path / "nothing")], "no SASRec at")):
+        assert main([*common, *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["baseline", "pop", *common[2:], "--max-history", "5"]) == 2
+
+
 def test_same_seed_same_model(cyclic_data, tmp_path):
     config = config_with(SASREC_SMOKE_CONFIG, epochs=2)
     a = run_sasrec(cyclic_data, config, tmp_path / "a", progress=False)

@@ -222,9 +222,11 @@ def train_sasrec(
     return model, {"history": history, "best_valid_ndcg@10": best, "train_minutes": (time.monotonic() - started) / 60}
 
 
-def rank_split(model: SASRec, data: InteractionData, split: str, k: int = 20) -> dict[str, list[str]]:
+def rank_split(model: SASRec, data: InteractionData, split: str, k: int = 20,
+               max_history: int | None = None) -> dict[str, list[str]]:
+    """Top-``k`` keys per user of ``split``, reading the last ``max_history`` items (default: all it was trained on)."""
     model.eval()
-    users, scores = score_cases(model, eval_cases(data, split, model.config.max_len))
+    users, scores = score_cases(model, eval_cases(data, split, max_history or model.config.max_len))
     return rankings_from_scores(data, users, scores, k)
 
 
@@ -258,14 +260,37 @@ def run_sasrec(
     """Train, export, and evaluate on valid and test through the shared harness."""
     model, info = train_sasrec(data, config, progress)
     save_sasrec(model, data, out_dir, {"recipe": recipe, **info})
-    reports = {}
-    for split in ("valid", "test"):
-        reports[split] = evaluate_rankings(
-            data, split, rank_split(model, data, split), model="sasrec",
-            config={"recipe": recipe, **asdict(config)}, out_dir=Path(out_dir) / split,
-            max_history=config.max_len, extra={"train_minutes": info["train_minutes"]},
-        )
-    return reports
+    return evaluate_sasrec(model, data, out_dir, config={"recipe": recipe, **asdict(config)},
+                           extra={"train_minutes": info["train_minutes"]})
+
+
+def evaluate_sasrec(model: SASRec, data: InteractionData, out_dir: str | Path, config: dict,
+                    max_history: int | None = None, extra: dict | None = None) -> dict[str, dict]:
+    """Valid and test through the shared harness, written under ``out_dir``/<split>."""
+    max_history = max_history or model.config.max_len
+    if not 1 <= max_history <= model.config.max_len:
+        raise ValueError(f"max_history must be between 1 and {model.config.max_len} (the positions this SASRec "
+                         f"was trained with), not {max_history}")
+    return {split: evaluate_rankings(data, split, rank_split(model, data, split, max_history=max_history),
+                                     model="sasrec", config=config, out_dir=Path(out_dir) / split,
+                                     max_history=max_history, extra=extra)
+            for split in ("valid", "test")}
+
+
+def load_sasrec(directory: str | Path, data: InteractionData) -> tuple[SASRec, dict]:
+    """An exported SASRec (:func:`save_sasrec`) and its config file, checked against ``data``'s catalogue."""
+    directory = Path(directory)
+    if not (directory / MODEL_FILE).exists():
+        raise FileNotFoundError(f"no SASRec at {directory} (expected {MODEL_FILE}); train one with "
+                                f"`eager baseline sasrec --dataset {data.name}`")
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    if json.loads((directory / ITEM_KEYS_FILE).read_text()) != data.item_keys:
+        raise ValueError(f"{directory} was trained on another catalogue than {data.name}'s; retrain it")
+    config = SASRecConfig(**meta["config"])
+    model = SASRec(data.num_items, config)
+    model.load_state_dict(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, meta
 
 
 def config_with(base: SASRecConfig, **overrides) -> SASRecConfig:
