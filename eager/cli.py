@@ -216,7 +216,7 @@ def cmd_recommend(args) -> None:
     loaded, _, _ = _load_serving(args)
     data = load_dataset(loaded.config["dataset"], args.data_root)
     history = _comma_list(args.history)
-    recs = recommend_keys(loaded, data, history, args.k, args.beams)
+    recs = recommend_keys(loaded, data, history, args.k, args.beams, exclude_history=args.exclude_history)
     titles = dict(zip(data.item_keys, data.titles))
     rows = [{"rank": r + 1, "key": x.key, "code": x.code, "score": round(x.score, 4), "title": titles.get(x.key, "")}
             for r, x in enumerate(recs)]
@@ -482,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--history", required=True, help="comma-separated item keys, oldest first")
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument("--beams", type=int, default=20)
+    recommend.add_argument("--exclude-history", action="store_true", help="never recommend an item the history holds")
     _add_serving(recommend)
     recommend.add_argument("--json", action="store_true")
     _add_data_root(recommend)

@@ -277,6 +277,9 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert main(["recommend", "--history", "I001,I002", "--k", "5", "--beams", "8", *common]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["recommendations"]) == 5 and all(r["title"].startswith("item number") for r in out["recommendations"])
+    assert main(["recommend", "--history", "I001,I002", "--k", "20", "--beams", "20", "--exclude-history", *common]) == 0
+    fresh = [r["key"] for r in json.loads(capsys.readouterr().out)["recommendations"]]
+    assert len(fresh) == 20 and not {"I001", "I002"} & set(fresh)
     assert main(["recommend", "--history", "I001,bogus", *common]) == 2
     assert "bogus" in capsys.readouterr().err
     assert main(["eval", "--split", "valid", "--limit", "8", "--beams", "10", "--out", str(tmp_path / "ev"), *common]) == 0

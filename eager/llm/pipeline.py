@@ -284,8 +284,10 @@ def record_evaluation(checkpoint: str | Path, split: str, report: dict, dtype: s
     return metrics
 
 
-def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence[str], k: int = 10, beams: int = 20):
-    """Recommendations for one history of item keys (unknown keys raise a KeyError naming them)."""
+def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence[str], k: int = 10, beams: int = 20,
+                   exclude_history: bool = False):
+    """Recommendations for one history of item keys (unknown keys raise a KeyError naming them);
+    ``exclude_history``: none of the history's own items."""
     if not history:
         raise ValueError("the history is empty: give at least one item key")
     data.indices_of(list(history))  # clear error for unknown keys
@@ -295,4 +297,5 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
 
     max_history = loaded.config.get("recipe", {}).get("max_history", 20)
     engine = BeamSearchEngine.from_loaded(loaded)
-    return engine.search([list(history)[-max_history:]], k, max(k, beams)).recommendations[0]
+    exclude = [set(history)] if exclude_history else None
+    return engine.search([list(history)[-max_history:]], k, max(k, beams), exclude=exclude).recommendations[0]
