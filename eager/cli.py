@@ -229,6 +229,7 @@ def cmd_recommend(args) -> None:
 
 def cmd_eval(args) -> None:
     from eager.data import load_dataset
+    from eager.data.split import DEFAULT_MAX_HISTORY
     from eager.eval.harness import evaluate_rankings, read_rankings
 
     if args.task == "item2index":
@@ -247,14 +248,10 @@ def cmd_eval(args) -> None:
         if args.max_history is not None and args.max_history < 1:
             raise ValueError(f"--max-history must be at least 1 (got {args.max_history}): it is how many of the "
                              "last history items the prompt holds")
-        if args.record and args.max_history is not None:
-            from eager.llm.checkpoint import read_config
-
-            trained_with = read_config(args.checkpoint).get("recipe", {}).get("max_history", 20)
-            if args.max_history != trained_with:
-                raise ValueError(f"--record stores the protocol's evaluation, whose prompts hold the last {trained_with} "
-                                 f"items (the checkpoint's recipe); --max-history {args.max_history} is a diagnostic "
-                                 "(keep it with --out)")
+        if args.record and args.max_history not in (None, DEFAULT_MAX_HISTORY):
+            raise ValueError(f"--record stores the protocol's evaluation, whose prompts hold the last "
+                             f"{DEFAULT_MAX_HISTORY} items; --max-history {args.max_history} is a diagnostic "
+                             "(keep it with --out)")
         loaded, choice, _ = _load_serving(args)
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /

@@ -324,6 +324,14 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     found = engine.search([[data.item_keys[i] for i in c.history] for c in cases], k=20, beams=20).recommendations
     lists = {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "h2" / "predictions.jsonl").open()}
     assert lists == {data.user_keys[c.user]: [r.key for r in rec] for c, rec in zip(cases, found)}
+    # A recipe's history cap is for training only: selection and evaluation read the protocol's 20 items.
+    from eager.llm.validation import selection_cases
+
+    assert max(len(c.history) for c in selection_cases(data, replace(TEST_RECIPE, max_history=2))) > 2
+    capped = load_checkpoint(ckpt, base=str(base_dir))
+    capped.config["recipe"]["max_history"] = 2
+    protocol = evaluate_checkpoint(capped, data, "valid", limit=8, beams=10, k=10)
+    assert protocol["max_history"] == 20 and protocol["trained_max_history"] == 2
     assert main(["eval", "--split", "valid", "--max-history", "0", *common]) == 2
     assert "--max-history must be at least 1" in capsys.readouterr().err
     assert main(["eval", "--split", "test", "--max-history", "2", "--record", *common]) == 2  # a diagnostic too

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases
+from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
 from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.llm.decode import Recommendation
 from eager.llm.recipes import VARIANTS
@@ -45,7 +45,7 @@ class DemoConfig:
     dtype: str = "auto"  # nf4-mlp on CPU, bf16 on CUDA (eager.serve.loader.choose_serving)
     beams: int = 20
     max_k: int = 20
-    model_history: int = 20  # what the model reads (the training recipe's max history)
+    model_history: int = DEFAULT_MAX_HISTORY  # what the model reads: the protocol's history, as evaluated
     max_input: int = 200  # longer histories are refused rather than silently cut
     base: str | None = None  # another backbone, for checkpoints trained on one
 

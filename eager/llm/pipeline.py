@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from eager.data.dataset import InteractionData
-from eager.data.split import eval_cases, train_item_counts
+from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases, train_item_counts
 from eager.embeddings.semantic import semantic_embeddings
 from eager.eval.harness import evaluate_rankings
 from eager.eval.metrics import ranking_agreement
@@ -194,9 +194,10 @@ def evaluate_checkpoint(
     needed, i.e. how often ``beams`` alone was not exact. Exact top-20s cost far wider beams than
     top-10s, so the cutoff the headline metrics use is the default.
 
-    ``max_history``: how many of each user's last items the prompt holds (default: what the checkpoint
-    trained with). A different value is a diagnostic of how the model uses long histories; the users
-    and their held-out items stay the same, so its predictions pair with the default's.
+    ``max_history``: how many of each user's last items the prompt holds (default: the protocol's 20,
+    whatever cap the checkpoint trained with). A different value is a diagnostic of how the model uses
+    long histories; the users and their held-out items stay the same, so its predictions pair with
+    the default's.
 
     ``exclude_history``: never recommend a user's earlier items (all of them, not only those the
     prompt holds); the search leaves them out of the trie, so the beams go to other items. The
@@ -206,8 +207,8 @@ def evaluate_checkpoint(
 
     from eager.serve.engine import BeamSearchEngine, exact_top_k
 
-    trained_with = loaded.config.get("recipe", {}).get("max_history", 20)
-    max_history = max_history or trained_with
+    trained_with = loaded.config.get("recipe", {}).get("max_history", DEFAULT_MAX_HISTORY)
+    max_history = max_history or DEFAULT_MAX_HISTORY
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
@@ -295,7 +296,7 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
         loaded.index.row(key)
     from eager.serve.engine import BeamSearchEngine
 
-    max_history = loaded.config.get("recipe", {}).get("max_history", 20)
     engine = BeamSearchEngine.from_loaded(loaded)
+    max_history = DEFAULT_MAX_HISTORY  # the protocol's prompt, as evaluation reads it
     exclude = [set(history)] if exclude_history else None
     return engine.search([list(history)[-max_history:]], k, max(k, beams), exclude=exclude).recommendations[0]

@@ -47,6 +47,9 @@ class TrainRecipe:
     token_init: str = "text"  # eager.llm.code_tokens.TOKEN_INITS: "text", "mean" or "mean+text"
     max_len: int = 384
     pack_len: int | None = None  # pack each batch's samples into rows of this many tokens (None: pad)
+    # The cap on training samples' histories. Evaluation (model selection included) always reads the
+    # protocol's last 20 items (eager.data.split.DEFAULT_MAX_HISTORY), so a lower cap is a training
+    # lever that is still scored on the protocol's prompts.
     max_history: int = 20
     prompt_style: str = DEFAULT_PROMPT_STYLE  # or "compact" (eager.llm.tasks.PROMPT_STYLES): ~2.2x fewer tokens a sample
     eval_users: int = 2000  # validation users used for model selection

@@ -83,7 +83,7 @@ def training_users(data: InteractionData, recipe: TrainRecipe) -> list[int] | No
 
 def selection_cases(data: InteractionData, recipe: TrainRecipe) -> list:
     """The validation cases model selection scores: a seeded sample of the users the recipe trains on."""
-    cases = eval_cases(data, "valid", recipe.max_history)
+    cases = eval_cases(data, "valid")  # the protocol's history, whatever cap the recipe trains with
     users = training_users(data, recipe)
     if users is not None:
         trained = set(users)
