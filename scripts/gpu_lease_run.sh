@@ -16,9 +16,11 @@
 # $EAGER_PAIR_WITH names a checkpoint already trained (say checkpoints/DATASET/full, carried along) to
 # evaluate on the same splits after the run, unrecorded, so both predictions.jsonl come back and
 # `eager compare logs/eval_pair_test logs/eval_test` pairs the two user by user (~50 s a split on an H200).
-# For a dry run on CPU:
-#   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 bash scripts/gpu_lease_run.sh /tmp/dry
-# (a limited evaluation is not recorded into the checkpoint).
+# For a dry run on CPU (into a scratch checkpoint: the default path is the shipped one):
+#   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 \
+#     EAGER_CHECKPOINT=/tmp/dry/ckpt bash scripts/gpu_lease_run.sh /tmp/dry
+# (a limited evaluation is not recorded into the checkpoint). A checkpoint already at the target is
+# never overwritten unless EAGER_OVERWRITE=1: on the lease's lean branch there is none, here there is.
 set -uo pipefail
 out=${1:?usage: gpu_lease_run.sh OUT_DIR [DATASET] [VARIANT]}
 dataset=${2:-beauty}
@@ -58,6 +60,10 @@ if [ "$recipe" = gpu-lease ] && [ "$budget" -lt "$need" ]; then
   echo "warning: EAGER_RUN_SECONDS=$budget is under the ~$need s a gpu-lease run with '$splits' needs; it may stop before the checkpoint" >&2
 fi
 ckpt=${EAGER_CHECKPOINT:-checkpoints/$dataset/$variant}
+if [ -e "$ckpt/config.json" ] && [ -z "${EAGER_OVERWRITE:-}" ]; then
+  echo "error: $ckpt already holds a checkpoint; set EAGER_CHECKPOINT to write elsewhere (e.g. $ckpt-seed1), or EAGER_OVERWRITE=1 to replace it" >&2
+  exit 2
+fi
 log="$logs/run.log"
 
 {

@@ -197,3 +197,24 @@ def test_a_train_seed_changes_training_but_not_the_users(cyclic_data, base_dir, 
     assert samples("seed7") == samples("base")  # the same 10 trained users
     assert all((base[k] == same[k]).all() for k in base)  # train_seed = seed is the default run, exactly
     assert any(not (base[k] == seed7[k]).all() for k in base)  # another seed trains otherwise
+
+
+@pytest.mark.parametrize("name, cap", [("history-5", 5), ("history-10", 10)])
+def test_the_history_trials_cap_training_prompts_only(name, cap):
+    from eager.index.item_index import code_token
+    from eager.llm.pipeline import stage_samples
+    from eager.llm.validation import selection_cases
+    from tests.conftest import make_cyclic_data
+
+    data = make_cyclic_data(length=16)  # train sequences of 14: prefixes up to 13 items
+    index = toy_index(data)
+    capped = apply_changes(TEST_RECIPE, LEASE_TRIALS[name].changes)
+
+    def items_per_prompt(recipe):  # one first-level code token per history item
+        first = code_token(0, 0)[:3]
+        return [s.prompt.count(first) for s in stage_samples(data, index, recipe, "stage1") if s.task == "seqrec"]
+
+    full, short = items_per_prompt(TEST_RECIPE), items_per_prompt(capped)
+    assert len(short) == len(full) and max(short) == cap < max(full) == 13
+    # Model selection still reads the protocol's 20 items (here all 14 before a validation target).
+    assert {len(c.history) for c in selection_cases(data, capped)} == {14}
