@@ -207,6 +207,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
             if examples:
                 gr.Examples(examples, inputs=[user_id], label="Curated real users (then press Load user)")
         with gr.Tab("Compare variants"):
+            gr.Markdown("On the Recommend tab's history, k and “Leave out the history's items” setting.")
             # Ticked: the variants that have checkpoints (all of them when none do, so Compare explains).
             chosen = gr.CheckboxGroup(list(VARIANTS), value=service.available_variants() or list(VARIANTS),
                                       label="Variants")

@@ -93,6 +93,8 @@ def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service
     raw_search = service.model("full").engine.search([outcome.history], k=5, beams=service.config.beams)
     assert [i.key for i in raw.items] == [r.key for r in raw_search.recommendations[0]]
     assert not raw.hid_history and "left out" not in outcome_markdown(raw)
+    padded = service.recommend([" ", *case["history"], ""], "full", 5)  # blanks are dropped, not looked up
+    assert [i.key for i in padded.items] == ranked
     events = list(service.recommend_stream(case["history"], "wo_gct", 5))
     assert [type(e) for e in events] == [BeamStep] * 4 + [RecommendOutcome]
     with pytest.raises(DemoError, match="Unknown variant"):

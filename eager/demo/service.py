@@ -91,6 +91,11 @@ class RecommendOutcome:
     hid_history: bool = False
 
 
+def _clean_keys(keys: Sequence[str] | None) -> list[str]:
+    """Item keys as a visitor or API client sent them, stripped, blanks dropped."""
+    return [str(k).strip() for k in (keys or []) if str(k).strip()]
+
+
 class DemoService:
     def __init__(self, config: DemoConfig | None = None):
         self.config = config or DemoConfig.from_env()
@@ -152,7 +157,7 @@ class DemoService:
 
     def check_history(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
         """(the keys the model will read, notes for the visitor); refuses what cannot be served."""
-        keys = [str(k).strip() for k in (keys or []) if str(k).strip()]
+        keys = _clean_keys(keys)
         if not keys:
             raise DemoError("The history is empty: add at least one item (search the catalogue, or load a real user).")
         if len(keys) > self.config.max_input:
@@ -258,7 +263,7 @@ class DemoService:
         k = self._check_k(k)
         keys, notes = self.check_history(history)
         model = self.model(variant)
-        exclude = [{str(key).strip() for key in history}] if hide_history else None
+        exclude = [set(_clean_keys(history))] if hide_history else None  # all of it, checked above
         started = time.perf_counter()
         result: SearchResult = model.engine.search([keys], k=k, beams=max(k, self.config.beams), trace=True,
                                                    on_step=on_step, exclude=exclude)
