@@ -122,7 +122,8 @@ def cmd_baseline(args) -> None:
         from eager.baselines.sasrec import RECIPES, config_with, run_sasrec
 
         if args.max_history:
-            raise ValueError("--max-history re-evaluates a trained SASRec: add --trained DIR (e.g. artifacts/DATASET/sasrec)")
+            raise ValueError("--max-history re-evaluates a trained SASRec: add --trained DIR "
+                             "(e.g. artifacts/DATASET/sasrec)")
         if args.recipe not in RECIPES:
             raise KeyError(f"unknown SASRec recipe {args.recipe!r}; choose one of: {', '.join(RECIPES)}")
         config = config_with(
@@ -266,8 +267,8 @@ def cmd_eval(args) -> None:
         if args.record:
             record_evaluation(args.checkpoint, args.split, report, choice.dtype)
         exact = {k: report[k] for k in ("beams_needed", "beam", "agreement_with_beam")} if args.exact else {}
-        run = {"max_history": report["max_history"], **({"exclude_history": True} if args.exclude_history else {}),
-               "seconds": seconds, "device": choice.device, "dtype": choice.dtype, "out": out}
+        run = {k: report[k] for k in ("max_history", "exclude_history") if k in report} | {
+            "seconds": seconds, "device": choice.device, "dtype": choice.dtype, "out": out}
         _print({k: report[k] for k in keys} | exact | run, args.json)
         return
     if not (args.dataset and args.rankings):
@@ -276,8 +277,8 @@ def cmd_eval(args) -> None:
     rankings = read_rankings(args.rankings)
     report = evaluate_rankings(data, args.split, rankings, model=args.model, out_dir=args.out,
                                config={"rankings": str(args.rankings)}, exclude_history=args.exclude_history)
-    _print(_metrics_line(report) | {k: report[k] for k in ("invalid_rate", "missing_users")}
-           | ({"exclude_history": True} if args.exclude_history else {}), args.json)
+    shown = ("invalid_rate", "missing_users", "exclude_history")
+    _print(_metrics_line(report) | {k: report[k] for k in shown if k in report}, args.json)
 
 
 def _probe_item2index(args) -> None:

@@ -31,8 +31,11 @@ def train_item_counts(data: InteractionData) -> np.ndarray:
     return np.bincount(np.concatenate(train_sequences(data)), minlength=data.num_items)
 
 
-def eval_cases(data: InteractionData, split: str, max_history: int = DEFAULT_MAX_HISTORY) -> list[EvalCase]:
-    """Validation targets the second-to-last item, test the last; users too short are skipped."""
+def eval_cases(data: InteractionData, split: str, max_history: int | None = DEFAULT_MAX_HISTORY) -> list[EvalCase]:
+    """Validation targets the second-to-last item, test the last; users too short are skipped.
+
+    ``max_history=None``: every item before the target (what the user has, not what a model reads).
+    The users and their order do not depend on it, so capped and uncapped cases line up."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     offset = 2 if split == "valid" else 1
@@ -41,5 +44,6 @@ def eval_cases(data: InteractionData, split: str, max_history: int = DEFAULT_MAX
         if len(seq) < offset + 1:
             continue
         pos = len(seq) - offset
-        cases.append(EvalCase(user, seq[max(0, pos - max_history):pos], int(seq[pos])))
+        start = 0 if max_history is None else max(0, pos - max_history)
+        cases.append(EvalCase(user, seq[start:pos], int(seq[pos])))
     return cases

@@ -41,7 +41,7 @@ def history_length_groups(data: InteractionData, split: str, users: Sequence[str
     if unknown:
         raise ValueError(f"user {unknown[0]!r} is not in {data.name}: these predictions are of another dataset")
     # The split's own cases, uncapped, so "history" means what the split rule says precedes the target.
-    length = {c.user: len(c.history) for c in eval_cases(data, split, max_history=max(map(len, data.sequences)))}
+    length = {c.user: len(c.history) for c in eval_cases(data, split, max_history=None)}
     return quantile_groups(users, [length[row[u]] for u in users], groups, "history length")
 
 

@@ -50,7 +50,7 @@ def evaluate_rankings(
     known = data.key_to_index()
     # Uncapped: "history" here is everything the split rule puts before the target, whatever the
     # model read (``max_history`` is only what the report says the prompts held).
-    cases = eval_cases(data, split, max(map(len, data.sequences), default=0))
+    cases = eval_cases(data, split, max_history=None)
     keys = data.item_keys
     ranks, rows, histories = [], [], []
     returned = invalid = missing = 0

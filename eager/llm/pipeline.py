@@ -212,8 +212,8 @@ def evaluate_checkpoint(
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
-    earlier = ({c.user: {data.item_keys[i] for i in c.history}
-                for c in eval_cases(data, split, max(map(len, data.sequences)))} if exclude_history else {})
+    # What each user already has (every earlier item, not just the prompt's): the same users, in order.
+    uncapped = eval_cases(data, split, max_history=None)[: len(cases)] if exclude_history else []
     batch_size = batch_size or (128 if next(loaded.model.parameters()).is_cuda else 8)
     engine = BeamSearchEngine.from_loaded(loaded)
     keys = data.item_keys
@@ -222,7 +222,8 @@ def evaluate_checkpoint(
     for start in tqdm(range(0, len(cases), batch_size), desc=f"eval {split}" + (" (exact)" if exact else "")):
         chunk = cases[start : start + batch_size]
         histories = [[keys[i] for i in c.history] for c in chunk]
-        exclude = [earlier[c.user] for c in chunk] if exclude_history else None
+        exclude = ([{keys[i] for i in c.history} for c in uncapped[start : start + batch_size]]
+                   if exclude_history else None)
         if exact:
             found = exact_top_k(engine, histories, k=exact_k, beams=first_width, max_beams=max(4096, beams),
                                 exclude=exclude)
@@ -297,6 +298,6 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
     from eager.serve.engine import BeamSearchEngine
 
     engine = BeamSearchEngine.from_loaded(loaded)
-    max_history = DEFAULT_MAX_HISTORY  # the protocol's prompt, as evaluation reads it
     exclude = [set(history)] if exclude_history else None
-    return engine.search([list(history)[-max_history:]], k, max(k, beams), exclude=exclude).recommendations[0]
+    prompt = list(history)[-DEFAULT_MAX_HISTORY:]  # the protocol's prompt, as evaluation reads it
+    return engine.search([prompt], k, max(k, beams), exclude=exclude).recommendations[0]
