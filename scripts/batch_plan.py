@@ -1,7 +1,7 @@
 """A stage's first-epoch batches in tokens: what must fit a GPU's memory, known before a lease is spent.
 
     EAGER_DATA_ROOT=../shared/data python scripts/batch_plan.py --dataset beauty --recipe gpu-lease \
-        [--variant full | --index FILE] [--stage stage1] [--train-seed N] [--steps N] [--json]
+        [--variant full | --index FILE] [--stage stage1] [--train-seed N] [--trial T] [--steps N] [--json]
 
 The trainer's own plan for the first epoch of a stage on one process (eager.llm.train's
 batching_lengths, epoch_order and stage_batches, on eager.llm.pipeline.stage_samples), each
@@ -10,7 +10,9 @@ activations are laid out in). Summarised over the epoch and over its first --ste
 --max-steps), with the batches past a few sizes. A step's memory grows about linearly with its
 tokens (~1.1 MiB a token uncompiled with LoRA dropout, docs/training.md), so the largest batch is
 the one that must fit: on Beauty the gpu-lease recipe's reaches 98,304 tokens (256 samples at
-max_len), which ran an 80 GB H100 out of memory and fits an H200.
+max_len), which ran an 80 GB H100 out of memory and fits an H200. ``--trial`` plans a search
+trial's recipe instead (a named one such as ``history-5``, or ``NAME:field=value,...`` as `eager
+search` takes it); the epoch's total tokens then say what the trial saves in GPU time.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from eager.llm.backbone import load_backbone
 from eager.llm.batching import pack_rows, token_lengths
 from eager.llm.pipeline import stage_samples, variant_index
 from eager.llm.recipes import TrainRecipe, get_recipe, get_variant
+from eager.llm.search import parse_trial, trial_recipe
 from eager.llm.setup import prepare_backbone
 from eager.llm.train import batching_lengths, epoch_order, stage_batches
 
@@ -55,7 +58,7 @@ def batch_plan(tokenizer, samples, recipe: TrainRecipe, stage_name: str) -> list
 def summarise(plan: list[dict], steps: int | None) -> dict:
     def stats(part: list[dict]) -> dict:
         tokens = np.array([b["tokens"] for b in part])
-        return {"batches": len(part), "tokens_median": int(np.median(tokens)), "tokens_p90": int(np.percentile(tokens, 90)),
+        return {"batches": len(part), "tokens_total": int(tokens.sum()), "tokens_median": int(np.median(tokens)), "tokens_p90": int(np.percentile(tokens, 90)),
                 "tokens_max": int(tokens.max()), "layout_max": max(b["layout"] for b in part),
                 **{f"batches_over_{t}": int((tokens > t).sum()) for t in THRESHOLDS}}
 
@@ -72,6 +75,7 @@ def main() -> None:
     parser.add_argument("--variant", default="full")
     parser.add_argument("--stage", choices=("stage1", "stage2"), default="stage1")
     parser.add_argument("--train-seed", type=int)
+    parser.add_argument("--trial", help="plan this search trial's recipe (history-5, or NAME:field=value,...)")
     parser.add_argument("--steps", type=int, help="also summarise the first N steps (a run's --max-steps)")
     parser.add_argument("--base", help="GGUF file or HF folder (default: the packaged SmolLM2)")
     parser.add_argument("--artifacts", help="where the variant's item index is (default: $EAGER_ARTIFACTS or ./artifacts)")
@@ -82,6 +86,11 @@ def main() -> None:
     recipe = get_recipe(args.recipe)
     if args.train_seed is not None:
         recipe = replace(recipe, train_seed=args.train_seed)
+    if args.trial:
+        try:
+            recipe = trial_recipe(recipe, parse_trial(args.trial))
+        except ValueError as error:
+            raise SystemExit(f"--trial: {error}") from None
     data = load_dataset(args.dataset)
     if args.index:
         index = ItemIndex.load(args.index)

@@ -54,12 +54,16 @@ def test_the_plan_is_the_trainers_first_epoch(cyclic_data, base_dir, tmp_path, m
     assert report["epoch"]["tokens_max"] == max(b["tokens"] for b in plan) >= report["first_3_steps"]["tokens_max"]
 
 
-def test_the_script_sizes_a_real_recipe(shared_data):
+def _run_script(shared_data, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "EAGER_DATA_ROOT": str(shared_data)}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "batch_plan.py"), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def test_the_script_sizes_a_real_recipe_and_a_trial(shared_data):
     index = REPO / "checkpoints" / "scientific" / "wo_aat" / "index.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "batch_plan.py"), "--dataset", "scientific", "--recipe", "cpu-compact",
-         "--index", str(index), "--steps", "100", "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    common = ("--dataset", "scientific", "--recipe", "cpu-compact", "--index", str(index), "--steps", "100", "--json")
+    result = _run_script(shared_data, *common)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert (report["recipe"], report["stage"], report["batch_size"]) == ("cpu-compact", "stage1", 16)
@@ -67,3 +71,17 @@ def test_the_script_sizes_a_real_recipe(shared_data):
     assert first["batches"] == 100 and epoch["batches"] == -(-report["samples"] // 16)
     assert 0 < epoch["tokens_median"] <= epoch["tokens_p90"] <= epoch["tokens_max"] <= 16 * report["max_len"]
     assert epoch["layout_max"] >= epoch["tokens_max"]
+    assert epoch["tokens_total"] >= first["tokens_total"] >= 100 * first["tokens_median"] // 2
+
+    # A training history cap keeps every sample (each prefix is still one) and shortens them.
+    capped = _run_script(shared_data, *common, "--trial", "history-5")
+    assert capped.returncode == 0, capped.stderr[-2000:]
+    capped = json.loads(capped.stdout)
+    assert capped["recipe"] == "cpu-compact+history-5"
+    assert capped["samples"] == report["samples"] and capped["epoch"]["batches"] == epoch["batches"]
+    assert capped["epoch"]["tokens_total"] < epoch["tokens_total"]
+
+
+def test_the_script_names_an_unknown_trial(shared_data):
+    result = _run_script(shared_data, "--dataset", "scientific", "--trial", "history-3")
+    assert result.returncode != 0 and "--trial: unknown trial 'history-3'" in result.stderr and "history-5" in result.stderr
