@@ -1,7 +1,7 @@
 """Score a checkpoint on a search trial's validation users and compare the two user by user.
 
     EAGER_DATA_ROOT=../shared/data python scripts/rescore_selection.py CHECKPOINT [SEARCH_DIR TRIAL] [--ranks FILE] [--out FILE.json]
-        [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...] [--eval-users N]
+        [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...] [--eval-users N] [--max-history N]
 
 `eager search` compares its trials with the first one in the same search. A trial run in another
 search (another session, another variant) can still be paired with a shipped checkpoint when both
@@ -13,7 +13,10 @@ bootstrap interval and sign-flip p-value of `eager compare`. Without SEARCH_DIR 
 scores the checkpoint. ``--ranks FILE`` keeps the checkpoint's per-user ranks: written when FILE
 does not exist, read (instead of searching again) when it does. ``--also-a`` / ``--also-b`` add
 other runs of either side (say, a second training seed of each, validated by another search on
-the same users): each user's scores are then averaged over a side's runs before the pairing.
+the same users): each user's scores are then averaged over a side's runs before the pairing. ``--max-history N``
+prompts the checkpoint with each user's last N items instead of the protocol's 20 (a diagnostic:
+say, a model trained on 5-item histories read as it was trained, against its own search trial read
+at 20); the users and held-out items stay the same, so the pairing holds.
 """
 import argparse
 import json
@@ -21,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from eager.data import load_dataset
+from eager.data.split import DEFAULT_MAX_HISTORY
 from eager.eval.compare import compare_evaluations, comparison_table
 from eager.eval.metrics import metrics_from_ranks
 from eager.llm.checkpoint import load_checkpoint
@@ -38,6 +42,8 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int,
                         help="score only this many of the checkpoint's validation users: a search run with a "
                              "smaller --eval-users (same seed) drew the first of them")
+    parser.add_argument("--max-history", type=int,
+                        help="prompt the checkpoint with the last N items (default: the protocol's 20)")
     parser.add_argument("--out", help="write the scores and the comparison here (JSON)")
     parser.add_argument("--also-a", action="append", default=[], metavar="SEARCH_DIR:TRIAL",
                         help="another run of A (the checkpoint's system), e.g. its second training seed")
@@ -49,6 +55,11 @@ def main() -> None:
         raise SystemExit("give both SEARCH_DIR and TRIAL, or neither (to score the checkpoint only)")
     if (args.also_a or args.also_b) and args.trial is None:
         raise SystemExit("--also-a / --also-b add runs to a comparison: give SEARCH_DIR and TRIAL too")
+    max_history = DEFAULT_MAX_HISTORY if args.max_history is None else args.max_history
+    if max_history < 1:
+        raise SystemExit(f"--max-history {args.max_history}: give at least 1 item")
+    if args.ranks and max_history != DEFAULT_MAX_HISTORY:
+        raise SystemExit("--ranks keeps the protocol's ranks (20 items read); with --max-history score afresh, without --ranks")
     more_a = [_search_trial(spec) for spec in args.also_a]  # A's first run is the checkpoint itself
     runs_b = [(args.search_dir, args.trial), *map(_search_trial, args.also_b)] if args.trial else []
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
@@ -56,7 +67,7 @@ def main() -> None:
     recipe = recorded_selection_recipe(config)
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
-    cases = selection_cases(data, recipe)
+    cases = selection_cases(data, recipe, max_history)
     users = [data.user_keys[c.user] for c in cases]
     more_a_ranks = [_trial_ranks(*run, users) for run in more_a]
     b_ranks = [_trial_ranks(*run, users) for run in runs_b]
@@ -72,17 +83,19 @@ def main() -> None:
         if saved_ranks is not None:
             saved_ranks.write_text(json.dumps({data.user_keys[c.user]: r for c, r in zip(cases, ranks)}) + "\n")
     scores = metrics_from_ranks(ranks, (10,))
-    print(f"{args.checkpoint} on {len(cases)} validation users:", {k: round(v, 4) for k, v in scores.items()})
+    read = "" if max_history == DEFAULT_MAX_HISTORY else f", reading the last {max_history} items"
+    print(f"{args.checkpoint} on {len(cases)} validation users{read}:", {k: round(v, 4) for k, v in scores.items()})
     if not runs_b:
         return
     a = [replace(selection_evaluation(data, recipe, Path(args.checkpoint).name, ranks),
-                 source=f"checkpoint {args.checkpoint}")]
+                 source=f"checkpoint {args.checkpoint}{read}")]
     a += [_trial_evaluation(data, recipe, run, run_ranks) for run, run_ranks in zip(more_a, more_a_ranks)]
     b = [_trial_evaluation(data, recipe, run, run_ranks) for run, run_ranks in zip(runs_b, b_ranks)]
     result = compare_evaluations(a, b, PAIRED_METRICS)
     print(comparison_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "checkpoint_scores": scores,
+                                              "checkpoint_max_history": max_history,
                                               "search_dir": args.search_dir, "trial": args.trial,
                                               "also_a": args.also_a, "also_b": args.also_b,
                                               "comparison": result}, indent=1, default=str) + "\n")

@@ -128,3 +128,25 @@ def test_pairs_a_trial_validated_on_fewer_users_of_the_same_seed(shared_data, se
     assert paired.returncode == 0, paired.stderr
     assert "on 100 validation users: {'recall@10': 0.0, 'ndcg@10': 0.0}" in paired.stdout
     assert "| recall@10 | 0.0000 | 1.0000 | +1.0000 |" in paired.stdout
+
+
+def test_a_shorter_prompt_keeps_the_selection_users_and_targets(shared_data, selection_users):
+    from eager.data import load_dataset
+    from eager.llm.validation import recorded_selection_recipe, selection_cases
+
+    config = json.loads((CHECKPOINT / "config.json").read_text())
+    data = load_dataset(config["dataset"], shared_data)
+    recipe = recorded_selection_recipe(config)
+    full, cut = selection_cases(data, recipe), selection_cases(data, recipe, max_history=2)
+    assert [data.user_keys[c.user] for c in cut] == selection_users
+    assert [c.target for c in cut] == [c.target for c in full]
+    assert all(list(c.history) == list(f.history[-2:]) for c, f in zip(cut, full))
+    assert any(len(f.history) > 2 for f in full)  # the cut changed some prompts
+
+
+def test_max_history_refuses_saved_ranks_and_an_empty_prompt(shared_data, tmp_path):
+    (tmp_path / "ranks.json").write_text("{}")
+    saved = _run(str(CHECKPOINT), "--ranks", str(tmp_path / "ranks.json"), "--max-history", "5", data_root=shared_data)
+    assert saved.returncode != 0 and "--ranks keeps the protocol's ranks" in saved.stderr
+    empty = _run(str(CHECKPOINT), "--max-history", "0", data_root=shared_data)
+    assert empty.returncode != 0 and "--max-history 0: give at least 1 item" in empty.stderr
