@@ -85,7 +85,7 @@ def selection_cases(data: InteractionData, recipe: TrainRecipe, max_history: int
     """The validation cases model selection scores: a seeded sample of the users the recipe trains on.
 
     ``max_history`` cuts the prompts (a diagnostic); the users and targets stay the same."""
-    cases = eval_cases(data, "valid", max_history)  # the protocol's history, whatever cap the recipe trains with
+    cases = eval_cases(data, "valid", max_history)  # never the recipe's training cap
     users = training_users(data, recipe)
     if users is not None:
         trained = set(users)
