@@ -249,11 +249,11 @@ def cmd_eval(args) -> None:
         if args.max_history is not None and args.max_history < 1:
             raise ValueError(f"--max-history must be at least 1 (got {args.max_history}): it is how many of the "
                              "last history items the prompt holds")
-        if args.record and args.max_history not in (None, DEFAULT_MAX_HISTORY):
-            raise ValueError(f"--record stores the protocol's evaluation, whose prompts hold the last "
-                             f"{DEFAULT_MAX_HISTORY} items; --max-history {args.max_history} is a diagnostic "
-                             "(keep it with --out)")
         loaded, choice, _ = _load_serving(args)
+        if args.record and args.max_history not in (None, loaded.history_window):
+            raise ValueError(f"--record stores the protocol's evaluation, in which this model reads the last "
+                             f"{loaded.history_window} of the {DEFAULT_MAX_HISTORY} items it is given; "
+                             f"--max-history {args.max_history} is a diagnostic (keep it with --out)")
         data = load_dataset(loaded.config["dataset"], args.data_root)
         out = args.out or str(artifacts_root(args.artifacts) / data.name / "eval" /
                               f"{Path(args.checkpoint).name}-{args.split}-{choice.dtype}")
@@ -500,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rank by the exact top-k of the whole catalogue: the beam widened per user from "
                                "--beams until no dropped code could enter the top k (how far from exact is the beam?)")
     evaluate.add_argument("--max-history", type=int,
-                          help="prompts hold each user's last N items (default: the checkpoint's recipe, 20); "
+                          help="prompts hold each user's last N items (default: what the model reads, its recipe's "
+                               "max_history up to the protocol's 20); "
                                "a diagnostic of how the model uses long histories: same users, same held-out items")
     evaluate.add_argument("--batch-size", type=int, help="users per beam search (default 8 on CPU, 128 on CUDA)")
     evaluate.add_argument("--record", action="store_true",

@@ -9,11 +9,12 @@
 # $EAGER_RUN_SECONDS (default 540) bounds the whole run. Comes back: search.json, search.md, valid_ranks.json (per-user ranks), search.log and each trial's train log
 # (and its profile table when EAGER_PROFILE_STEPS=FIRST:LAST asks for one: eager.llm.profiling).
 # The trials' checkpoints stay on the machine, in $EAGER_SEARCH_WORK (default: a fresh temporary
-# folder), so a later step of the same command can re-score one; a trial with a training history
-# cap should also be read at its cap (selection reads the protocol's 20 items; docs/levers.md, lever 8):
+# folder), so a later step of the same command can re-score one. A trial with a training history cap
+# is selected reading its cap (a model reads what it trained on: TrainRecipe.history_window); to see
+# what reading the protocol's 20 instead would give (docs/levers.md, lever 8):
 #   EAGER_SEARCH_WORK=/tmp/search EAGER_SEARCH_ARGS="--trial base --trial history-5 --max-steps 274" \
 #     bash scripts/gpu_search_run.sh $OUT beauty && \
-#   python3 scripts/rescore_selection.py /tmp/search/history-5 /tmp/search history-5 --max-history 5 --out $OUT/history-5_read5.json
+#   python3 scripts/rescore_selection.py /tmp/search/history-5 /tmp/search history-5 --max-history 20 --out $OUT/history-5_read20.json
 # A CPU dry run: EAGER_RECIPE=cpu EAGER_SEARCH_WORK=/tmp/sdry/work EAGER_SEARCH_ARGS="--trial base --trial history-5
 #   --max-steps 2 --eval-users 8" bash scripts/gpu_search_run.sh /tmp/sdry/out scientific, then the re-score as above.
 set -uo pipefail

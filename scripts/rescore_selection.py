@@ -13,10 +13,11 @@ bootstrap interval and sign-flip p-value of `eager compare`. Without SEARCH_DIR 
 scores the checkpoint. ``--ranks FILE`` keeps the checkpoint's per-user ranks: written when FILE
 does not exist, read (instead of searching again) when it does. ``--also-a`` / ``--also-b`` add
 other runs of either side (say, a second training seed of each, validated by another search on
-the same users): each user's scores are then averaged over a side's runs before the pairing. ``--max-history N``
-prompts the checkpoint with each user's last N items instead of the protocol's 20 (a diagnostic:
-say, a model trained on 5-item histories read as it was trained, against its own search trial read
-at 20); the users and held-out items stay the same, so the pairing holds.
+the same users): each user's scores are then averaged over a side's runs before the pairing. A
+model reads the last items its recipe trained on (``max_history``, at most the protocol's 20), as
+the search and training scored it; ``--max-history N`` prompts it with the last N instead (a
+diagnostic: say, a model trained on 5-item histories read at 20); the users and held-out items stay
+the same, so the pairing holds.
 """
 import argparse
 import json
@@ -24,7 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from eager.data import load_dataset
-from eager.data.split import DEFAULT_MAX_HISTORY
 from eager.eval.compare import compare_evaluations, comparison_table
 from eager.eval.metrics import metrics_from_ranks
 from eager.llm.checkpoint import load_checkpoint
@@ -43,7 +43,8 @@ def main() -> None:
                         help="score only this many of the checkpoint's validation users: a search run with a "
                              "smaller --eval-users (same seed) drew the first of them")
     parser.add_argument("--max-history", type=int,
-                        help="prompt the checkpoint with the last N items (default: the protocol's 20)")
+                        help="prompt the checkpoint with the last N items (default: what it reads, its "
+                             "recipe's max_history up to the protocol's 20)")
     parser.add_argument("--out", help="write the scores and the comparison here (JSON)")
     parser.add_argument("--also-a", action="append", default=[], metavar="SEARCH_DIR:TRIAL",
                         help="another run of A (the checkpoint's system), e.g. its second training seed")
@@ -55,16 +56,17 @@ def main() -> None:
         raise SystemExit("give both SEARCH_DIR and TRIAL, or neither (to score the checkpoint only)")
     if (args.also_a or args.also_b) and args.trial is None:
         raise SystemExit("--also-a / --also-b add runs to a comparison: give SEARCH_DIR and TRIAL too")
-    max_history = DEFAULT_MAX_HISTORY if args.max_history is None else args.max_history
-    if max_history < 1:
+    if args.max_history is not None and args.max_history < 1:
         raise SystemExit(f"--max-history {args.max_history}: give at least 1 item")
-    if args.ranks and max_history != DEFAULT_MAX_HISTORY:
-        raise SystemExit("--ranks keeps the protocol's ranks (20 items read); with --max-history score afresh, without --ranks")
     more_a = [_search_trial(spec) for spec in args.also_a]  # A's first run is the checkpoint itself
     runs_b = [(args.search_dir, args.trial), *map(_search_trial, args.also_b)] if args.trial else []
     config = json.loads((Path(args.checkpoint) / "config.json").read_text())
-    data = load_dataset(config["dataset"])
     recipe = recorded_selection_recipe(config)
+    max_history = args.max_history or recipe.history_window
+    if args.ranks and max_history != recipe.history_window:
+        raise SystemExit(f"--ranks keeps the ranks of the model reading its own {recipe.history_window} items; "
+                         "with --max-history score afresh, without --ranks")
+    data = load_dataset(config["dataset"])
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
     cases = selection_cases(data, recipe, max_history)
@@ -83,7 +85,7 @@ def main() -> None:
         if saved_ranks is not None:
             saved_ranks.write_text(json.dumps({data.user_keys[c.user]: r for c, r in zip(cases, ranks)}) + "\n")
     scores = metrics_from_ranks(ranks, (10,))
-    read = "" if max_history == DEFAULT_MAX_HISTORY else f", reading the last {max_history} items"
+    read = "" if max_history == recipe.history_window else f", reading the last {max_history} items"
     print(f"{args.checkpoint} on {len(cases)} validation users{read}:", {k: round(v, 4) for k, v in scores.items()})
     if not runs_b:
         return

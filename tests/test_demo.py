@@ -63,6 +63,25 @@ def test_catalogue_search_users_and_history_checks(service):
     assert len(keys) == 20 and "last 20" in notes[0]
 
 
+def test_each_variant_reads_the_history_it_trained_on(service):
+    history = next(h for seed in range(50) if len(h := service.user_case(seed=seed)["history"]) > 3)
+    full = service.model("full")
+    assert full.history_window == TEST_RECIPE.max_history  # from its checkpoint's recipe, as the card says
+    assert {r["variant"]: r["history read"] for r in service.model_card()["rows"]}["full"] == full.history_window
+    whole = service.recommend(history, "full", 5, hide_history=False)
+    assert whole.history == history and not whole.notes
+    service._models["full"] = replace(full, history_window=3)  # as if its recipe had capped training at 3
+    try:
+        capped = service.recommend(history, "full", 5, hide_history=False)
+        last3 = service.recommend(history[-3:], "full", 5, hide_history=False)
+    finally:
+        service._models["full"] = full
+    assert capped.history == history[-3:] and f"reads the last 3 of your {len(history)} items" in capped.notes[0]
+    assert [i.key for i in capped.items] == [i.key for i in last3.items]
+    assert [i.score for i in capped.items] == pytest.approx([i.score for i in last3.items])
+    assert [i.score for i in capped.items] != pytest.approx([i.score for i in whole.items])  # the cut changed what it read
+
+
 def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service):
     case = service.user_case(seed=1)
     seen = []

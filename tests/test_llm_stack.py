@@ -314,7 +314,7 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert main(["eval", "--split", "valid", "--limit", "8", "--max-history", "2", "--out", str(tmp_path / "h2"), *common]) == 0
     short = json.loads(capsys.readouterr().out)
     written = json.loads((tmp_path / "h2" / "metrics.json").read_text())
-    assert short["max_history"] == written["max_history"] == 2 and written["trained_max_history"] == TEST_RECIPE.max_history
+    assert short["max_history"] == written["max_history"] == 2 and written["model_history_window"] == TEST_RECIPE.max_history
     from eager.data.split import eval_cases
     from eager.serve.engine import BeamSearchEngine
 
@@ -324,14 +324,26 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     found = engine.search([[data.item_keys[i] for i in c.history] for c in cases], k=20, beams=20).recommendations
     lists = {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "h2" / "predictions.jsonl").open()}
     assert lists == {data.user_keys[c.user]: [r.key for r in rec] for c, rec in zip(cases, found)}
-    # A recipe's history cap is for training only: selection and evaluation read the protocol's 20 items.
+    # A model reads the history it trained on: with a cap of 2 in its recipe, selection, evaluation
+    # and recommendation all read each user's last 2 items (the same lists as --max-history 2 above).
     from eager.llm.validation import selection_cases
 
-    assert max(len(c.history) for c in selection_cases(data, replace(TEST_RECIPE, max_history=2))) > 2
+    assert max(len(c.history) for c in selection_cases(data, replace(TEST_RECIPE, max_history=2))) == 2
+    assert max(len(c.history) for c in selection_cases(data, TEST_RECIPE)) > 2
     capped = load_checkpoint(ckpt, base=str(base_dir))
     capped.config["recipe"]["max_history"] = 2
-    protocol = evaluate_checkpoint(capped, data, "valid", limit=8, beams=10, k=10)
-    assert protocol["max_history"] == 20 and protocol["trained_max_history"] == 2
+    own = evaluate_checkpoint(capped, data, "valid", limit=8, out_dir=tmp_path / "own")
+    assert own["max_history"] == 2 and "model_history_window" not in own
+    assert {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "own" / "predictions.jsonl").open()} == lists
+    read20 = evaluate_checkpoint(capped, data, "valid", limit=8, beams=10, k=10, max_history=20)
+    assert read20["max_history"] == 20 and read20["model_history_window"] == 2
+    history = [data.item_keys[i] for i in eval_cases(data, "valid")[0].history]
+    assert len(history) > 2
+    keys = lambda model, items: [r.key for r in recommend_keys(model, data, items, k=5, beams=10)]  # noqa: E731
+    assert keys(capped, history) == keys(capped, history[-2:])
+    uncapped = load_checkpoint(ckpt, base=str(base_dir))
+    assert uncapped.history_window == TEST_RECIPE.max_history
+    assert keys(uncapped, history) != keys(uncapped, history[-2:])  # so the cut above is not a no-op
     assert main(["eval", "--split", "valid", "--max-history", "0", *common]) == 2
     assert "--max-history must be at least 1" in capsys.readouterr().err
     assert main(["eval", "--split", "test", "--max-history", "2", "--record", *common]) == 2  # a diagnostic too

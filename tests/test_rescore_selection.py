@@ -147,6 +147,6 @@ def test_a_shorter_prompt_keeps_the_selection_users_and_targets(shared_data, sel
 def test_max_history_refuses_saved_ranks_and_an_empty_prompt(shared_data, tmp_path):
     (tmp_path / "ranks.json").write_text("{}")
     saved = _run(str(CHECKPOINT), "--ranks", str(tmp_path / "ranks.json"), "--max-history", "5", data_root=shared_data)
-    assert saved.returncode != 0 and "--ranks keeps the protocol's ranks" in saved.stderr
+    assert saved.returncode != 0 and "--ranks keeps the ranks of the model reading its own 20 items" in saved.stderr
     empty = _run(str(CHECKPOINT), "--max-history", "0", data_root=shared_data)
     assert empty.returncode != 0 and "--max-history 0: give at least 1 item" in empty.stderr

@@ -200,7 +200,7 @@ def test_a_train_seed_changes_training_but_not_the_users(cyclic_data, base_dir, 
 
 
 @pytest.mark.parametrize("name, cap", [("history-5", 5), ("history-10", 10)])
-def test_the_history_trials_cap_training_prompts_only(name, cap):
+def test_the_history_trials_cap_training_and_selection_prompts(name, cap):
     from eager.index.item_index import code_token
     from eager.llm.pipeline import stage_samples
     from eager.llm.validation import selection_cases
@@ -216,5 +216,6 @@ def test_the_history_trials_cap_training_prompts_only(name, cap):
 
     full, short = items_per_prompt(TEST_RECIPE), items_per_prompt(capped)
     assert len(short) == len(full) and max(short) == cap < max(full) == 13
-    # Model selection still reads the protocol's 20 items (here all 14 before a validation target).
-    assert {len(c.history) for c in selection_cases(data, capped)} == {14}
+    # Model selection reads what the model trained on (the uncapped recipe: all 14 before a validation target).
+    assert {len(c.history) for c in selection_cases(data, capped)} == {cap}
+    assert {len(c.history) for c in selection_cases(data, TEST_RECIPE)} == {14}

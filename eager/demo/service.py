@@ -26,7 +26,7 @@ from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
 from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.llm.decode import Recommendation
-from eager.llm.recipes import VARIANTS
+from eager.llm.recipes import VARIANTS, recorded_history_window
 from eager.serve.engine import BeamStep, SearchResult
 
 CHECKPOINTS_ENV = "EAGER_CHECKPOINTS"
@@ -45,7 +45,7 @@ class DemoConfig:
     dtype: str = "auto"  # nf4-mlp on CPU, bf16 on CUDA (eager.serve.loader.choose_serving)
     beams: int = 20
     max_k: int = 20
-    model_history: int = DEFAULT_MAX_HISTORY  # what the model reads: the protocol's history, as evaluated
+    model_history: int = DEFAULT_MAX_HISTORY  # the most a model reads: the protocol's history, as evaluated
     max_input: int = 200  # longer histories are refused rather than silently cut
     base: str | None = None  # another backbone, for checkpoints trained on one
 
@@ -61,6 +61,7 @@ class VariantModel:
     config: dict
     serving: str  # how it is served, for the status line
     load_s: float
+    history_window: int  # how many of a history's last items it reads
 
 
 @dataclass
@@ -155,8 +156,9 @@ class DemoService:
         keys = data.item_keys
         return [(f"{self._titles[i] or '(no title)'} · {keys[i]}", keys[i]) for i in found[:limit]]
 
-    def check_history(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
-        """(the keys the model will read, notes for the visitor); refuses what cannot be served."""
+    def check_history(self, keys: Sequence[str], reads: int | None = None) -> tuple[list[str], list[str]]:
+        """(the keys a model reading the last ``reads`` items (default: the protocol's 20) sees, notes for
+        the visitor); refuses what cannot be served."""
         keys = _clean_keys(keys)
         if not keys:
             raise DemoError("The history is empty: add at least one item (search the catalogue, or load a real user).")
@@ -171,10 +173,11 @@ class DemoService:
                             f"{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}. "
                             "Use item keys from the catalogue search (e.g. "
                             f"{self.data.item_keys[0]!r}).")
+        reads = reads or self.config.model_history
         notes = []
-        if len(keys) > self.config.model_history:
-            notes.append(f"The model reads the last {self.config.model_history} of your {len(keys)} items.")
-        return keys[-self.config.model_history:], notes
+        if len(keys) > reads:
+            notes.append(f"The model reads the last {reads} of your {len(keys)} items.")
+        return keys[-reads:], notes
 
     def user_case(self, user: str | None = None, seed: int | None = None, split: str = "test") -> dict:
         """A real user's history and the item they bought next (held out from training for ``test``)."""
@@ -234,7 +237,8 @@ class DemoService:
                     raise DemoError(f"Variant {variant!r} could not be loaded from {folder}: {err}") from err
                 engine = BeamSearchEngine.from_loaded(loaded)
                 self._models[variant] = VariantModel(variant, engine, loaded.config,
-                                                     f"{choice.dtype} on {choice.device}", timings["load_s"])
+                                                     f"{choice.dtype} on {choice.device}", timings["load_s"],
+                                                     loaded.history_window)
         return self._models[variant]
 
     def index(self) -> ItemIndex:
@@ -261,8 +265,9 @@ class DemoService:
         """The top ``k`` of one variant for a history; ``hide_history``: never recommend an item the
         history already holds (all of it, also beyond what the model reads)."""
         k = self._check_k(k)
-        keys, notes = self.check_history(history)
+        self.check_history(history)  # a bad history is refused before any model loads
         model = self.model(variant)
+        keys, notes = self.check_history(history, model.history_window)
         exclude = [set(_clean_keys(history))] if hide_history else None  # all of it, checked above
         started = time.perf_counter()
         result: SearchResult = model.engine.search([keys], k=k, beams=max(k, self.config.beams), trace=True,
@@ -419,7 +424,8 @@ class DemoService:
             valid = metrics.get("valid") or metrics.get("selection", {})
             row = {"variant": name, "recipe": config.get("recipe", {}).get("name"),
                    "valid users": valid.get("users"), "valid recall@10": valid.get("recall@10"),
-                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": config.get("train_minutes")}
+                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": config.get("train_minutes"),
+                   "history read": recorded_history_window(config)}
             test = metrics.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
             row.update({"test users": test.get("users"), "test recall@10": test.get("recall@10"),
                         "test ndcg@10": test.get("ndcg@10")})

@@ -97,7 +97,8 @@ def model_card_markdown(card: dict) -> str:
         for row in card["rows"]:
             lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
         lines.append("\nValidation numbers are the trainer's model-selection scores on a sample of users; test numbers "
-                     "appear once `eager eval --checkpoint DIR --split test --record` has stored a full evaluation.")
+                     "appear once `eager eval --checkpoint DIR --split test --record` has stored a full evaluation. "
+                     "`history read`: how many of a history's last items the model reads (what it trained on).")
     else:
         lines.append("No checkpoints yet.")
     lines += ["", "### Data and its terms", card["terms"]]

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.llm.code_tokens import CodeVocabulary
 from eager.llm.decode import CodeTrie
-from eager.llm.recipes import LoraSettings
+from eager.llm.recipes import LoraSettings, recorded_history_window
 from eager.llm.setup import backbone_for_index, merge_stage
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
@@ -88,6 +88,11 @@ class LoadedModel:
     def prompt_style(self) -> str:
         """How the checkpoint was prompted in training (checkpoints from before styles: LC-Rec's)."""
         return self.config.get("recipe", {}).get("prompt_style", DEFAULT_PROMPT_STYLE)
+
+    @property
+    def history_window(self) -> int:
+        """How many of a history's last items the model reads (its training cap, at most the protocol's 20)."""
+        return recorded_history_window(self.config)
 
 
 def read_config(directory: str | Path) -> dict:

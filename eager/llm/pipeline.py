@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from eager.data.dataset import InteractionData
-from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases, train_item_counts
+from eager.data.split import eval_cases, train_item_counts
 from eager.embeddings.semantic import semantic_embeddings
 from eager.eval.harness import evaluate_rankings
 from eager.eval.metrics import ranking_agreement
@@ -194,10 +194,10 @@ def evaluate_checkpoint(
     needed, i.e. how often ``beams`` alone was not exact. Exact top-20s cost far wider beams than
     top-10s, so the cutoff the headline metrics use is the default.
 
-    ``max_history``: how many of each user's last items the prompt holds (default: the protocol's 20,
-    whatever cap the checkpoint trained with). A different value is a diagnostic of how the model uses
-    long histories; the users and their held-out items stay the same, so its predictions pair with
-    the default's.
+    ``max_history``: how many of each user's last items the prompt holds (default: the model's own
+    window, ``loaded.history_window``: the protocol's 20 unless it trained on shorter histories). A
+    different value is a diagnostic of how the model uses long histories; the users and their
+    held-out items stay the same, so its predictions pair with the default's.
 
     ``exclude_history``: never recommend a user's earlier items (all of them, not only those the
     prompt holds); the search leaves them out of the trie, so the beams go to other items. The
@@ -207,8 +207,8 @@ def evaluate_checkpoint(
 
     from eager.serve.engine import BeamSearchEngine, exact_top_k
 
-    trained_with = loaded.config.get("recipe", {}).get("max_history", DEFAULT_MAX_HISTORY)
-    max_history = max_history or DEFAULT_MAX_HISTORY
+    window = loaded.history_window
+    max_history = max_history or window
     cases = eval_cases(data, split, max_history)
     if limit:
         cases = cases[:limit]
@@ -241,8 +241,8 @@ def evaluate_checkpoint(
     counts = train_item_counts(data)  # popularity is the whole train split's, whatever the subset
     model = f"eager/{loaded.config['variant']['name']}"
     extra = {"limit": limit, "beams": beams, "checkpoint": str(loaded.directory)}
-    if max_history != trained_with:
-        extra["trained_max_history"] = trained_with
+    if max_history != window:
+        extra["model_history_window"] = window  # a diagnostic read: what the model reads by itself
     scoring = {"extra": extra, "item_counts": counts, "exclude_history": exclude_history}
     if exact:
         # The plain beam's lists of the same users, scored and written beside the exact ones, so
@@ -299,5 +299,5 @@ def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence
 
     engine = BeamSearchEngine.from_loaded(loaded)
     exclude = [set(history)] if exclude_history else None
-    prompt = list(history)[-DEFAULT_MAX_HISTORY:]  # the protocol's prompt, as evaluation reads it
+    prompt = list(history)[-loaded.history_window:]  # what the model reads, as evaluation gives it
     return engine.search([prompt], k, max(k, beams), exclude=exclude).recommendations[0]

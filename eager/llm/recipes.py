@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from eager.data.split import DEFAULT_MAX_HISTORY
 from eager.llm.gct import GCTConfig
 from eager.llm.tasks import DEFAULT_PROMPT_STYLE
 
@@ -38,6 +39,17 @@ class StageConfig:
         return replace(self, max_steps=steps, max_minutes=None)
 
 
+def history_window(max_history: int) -> int:
+    """How many of a history's last items a model trained with the history cap ``max_history`` reads:
+    its cap, within the protocol's 20 (evaluation never gives a model more)."""
+    return min(max_history, DEFAULT_MAX_HISTORY)
+
+
+def recorded_history_window(config: dict) -> int:
+    """The history window of the model a checkpoint's ``config.json`` describes."""
+    return history_window(config.get("recipe", {}).get("max_history", DEFAULT_MAX_HISTORY))
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     name: str
@@ -47,9 +59,12 @@ class TrainRecipe:
     token_init: str = "text"  # eager.llm.code_tokens.TOKEN_INITS: "text", "mean" or "mean+text"
     max_len: int = 384
     pack_len: int | None = None  # pack each batch's samples into rows of this many tokens (None: pad)
-    # The cap on training samples' histories. Evaluation (model selection included) always reads the
-    # protocol's last 20 items (eager.data.split.DEFAULT_MAX_HISTORY), so a lower cap is a training
-    # lever that is still scored on the protocol's prompts.
+    # The history a model trains on and reads. Training samples hold at most this many items, and at
+    # inference (model selection, `eager eval`, `eager recommend`, the demo) the model reads the last
+    # `history_window` = min(max_history, 20) items of what it is given. The protocol gives every
+    # model the last 20 (eager.data.split.DEFAULT_MAX_HISTORY); a lower cap is the model's own choice
+    # to read fewer, as a SASRec's max_len is. Read at the 20 it never trained on, a 5-item model
+    # trails; read at its 5 it ties the 20-item one (Scientific, docs/levers.md, lever 8).
     max_history: int = 20
     prompt_style: str = DEFAULT_PROMPT_STYLE  # or "compact" (eager.llm.tasks.PROMPT_STYLES): ~2.2x fewer tokens a sample
     eval_users: int = 2000  # validation users used for model selection
@@ -77,6 +92,11 @@ class TrainRecipe:
     # there in 13.6 GiB, at 41k tokens/s against the H200's 75k without (docs/training.md, fifth
     # lease); every other layer keeps about half the activations for half the recompute.
     activation_checkpointing: int = 0
+
+    @property
+    def history_window(self) -> int:
+        """How many of a history's last items the model reads at inference."""
+        return history_window(self.max_history)
 
     @property
     def training_seed(self) -> int:

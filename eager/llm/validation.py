@@ -12,7 +12,7 @@ import random
 from dataclasses import replace
 
 from eager.data.dataset import InteractionData
-from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
+from eager.data.split import eval_cases
 from eager.eval.metrics import metrics_from_ranks, target_rank
 from eager.llm.recipes import TrainRecipe, get_recipe
 from eager.llm.sharding import lockstep_rounds
@@ -81,11 +81,12 @@ def training_users(data: InteractionData, recipe: TrainRecipe) -> list[int] | No
     return sorted(random.Random(recipe.seed).sample(range(data.num_users), min(recipe.max_users, data.num_users)))
 
 
-def selection_cases(data: InteractionData, recipe: TrainRecipe, max_history: int = DEFAULT_MAX_HISTORY) -> list:
-    """The validation cases model selection scores: a seeded sample of the users the recipe trains on.
+def selection_cases(data: InteractionData, recipe: TrainRecipe, max_history: int | None = None) -> list:
+    """The validation cases model selection scores: a seeded sample of the users the recipe trains on,
+    each prompt the last items the recipe's model reads (``recipe.history_window``).
 
-    ``max_history`` cuts the prompts (a diagnostic); the users and targets stay the same."""
-    cases = eval_cases(data, "valid", max_history)  # never the recipe's training cap
+    ``max_history`` cuts the prompts elsewhere (a diagnostic); the users and targets stay the same."""
+    cases = eval_cases(data, "valid", max_history or recipe.history_window)
     users = training_users(data, recipe)
     if users is not None:
         trained = set(users)
