@@ -337,6 +337,23 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "own" / "predictions.jsonl").open()} == lists
     read20 = evaluate_checkpoint(capped, data, "valid", limit=8, beams=10, k=10, max_history=20)
     assert read20["max_history"] == 20 and read20["model_history_window"] == 2
+    # The same from disk: the window comes from the checkpoint's config, and --record keeps to it.
+    import shutil
+
+    from eager.llm.checkpoint import write_manifest
+
+    capped_dir = tmp_path / "capped"
+    shutil.copytree(ckpt, capped_dir)
+    config = json.loads((capped_dir / "config.json").read_text())
+    config["recipe"]["max_history"] = 2
+    (capped_dir / "config.json").write_text(json.dumps(config))
+    write_manifest(capped_dir)
+    on_disk = [str(capped_dir) if arg == str(ckpt) else arg for arg in common]
+    assert main(["eval", "--split", "valid", "--limit", "8", "--out", str(tmp_path / "disk"), *on_disk]) == 0
+    assert json.loads(capsys.readouterr().out)["max_history"] == 2
+    assert {json.loads(line)["user"]: json.loads(line)["ranked"] for line in (tmp_path / "disk" / "predictions.jsonl").open()} == lists
+    assert main(["eval", "--split", "test", "--max-history", "20", "--record", *on_disk]) == 2
+    assert "reads the last 2 of the 20 items" in capsys.readouterr().err
     history = [data.item_keys[i] for i in eval_cases(data, "valid")[0].history]
     assert len(history) > 2
     keys = lambda model, items: [r.key for r in recommend_keys(model, data, items, k=5, beams=10)]  # noqa: E731
