@@ -216,6 +216,8 @@ def test_the_history_trials_cap_training_and_selection_prompts(name, cap):
 
     full, short = items_per_prompt(TEST_RECIPE), items_per_prompt(capped)
     assert len(short) == len(full) and max(short) == cap < max(full) == 13
+    with pytest.raises(ValueError, match="max_history is how many history items"):
+        apply_changes(TEST_RECIPE, (("max_history", 0),))
     # Model selection reads what the model trained on (the uncapped recipe: all 14 before a validation target).
     assert {len(c.history) for c in selection_cases(data, capped)} == {cap}
     assert {len(c.history) for c in selection_cases(data, TEST_RECIPE)} == {14}

@@ -112,6 +112,9 @@ class TrainRecipe:
                 or self.activation_checkpointing < 0:
             raise ValueError(f"activation_checkpointing is every how many decoder layers to checkpoint (0: none, "
                              f"1: all, 2: every other), not {self.activation_checkpointing!r}")
+        if isinstance(self.max_history, bool) or not isinstance(self.max_history, int) or self.max_history < 1:
+            raise ValueError(f"max_history is how many history items a sample holds and the model reads: "
+                             f"at least 1, not {self.max_history!r}")
         if self.max_users is not None and self.max_users < 1:
             raise ValueError(f"max_users must be a positive number of users, not {self.max_users}")
         if self.attention == "varlen" and not self.pack_len:
