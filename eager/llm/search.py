@@ -48,8 +48,8 @@ LEASE_TRIALS = {
         Trial("seqrec-only", (("stage1.tasks", ("seqrec",)),)),
         Trial("no-fusion", (("stage1.tasks", ("seqrec", "item2index", "index2item")),)),
         Trial("lora-dropout-0", (("stage1.lora.dropout", 0.0),)),
-        # Training histories capped (evaluation still reads the protocol's 20): on Beauty no model
-        # reads past five items, and the samples get shorter (README, "How much history").
+        # Histories capped, in training and in what the model reads: on Beauty no model uses more than
+        # five items, and the samples get shorter (README, "How much history").
         Trial("history-5", (("max_history", 5),)),
         Trial("history-10", (("max_history", 10),)),
     )
