@@ -92,6 +92,10 @@ class RecommendOutcome:
     hid_history: bool = False
 
 
+def _minutes(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1f}"  # not a metric: no four decimals
+
+
 def _clean_keys(keys: Sequence[str] | None) -> list[str]:
     """Item keys as a visitor or API client sent them, stripped, blanks dropped."""
     return [str(k).strip() for k in (keys or []) if str(k).strip()]
@@ -424,7 +428,7 @@ class DemoService:
             valid = metrics.get("valid") or metrics.get("selection", {})
             row = {"variant": name, "recipe": config.get("recipe", {}).get("name"),
                    "valid users": valid.get("users"), "valid recall@10": valid.get("recall@10"),
-                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": config.get("train_minutes"),
+                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": _minutes(config.get("train_minutes")),
                    "history read": recorded_history_window(config)}
             test = metrics.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
             row.update({"test users": test.get("users"), "test recall@10": test.get("recall@10"),
