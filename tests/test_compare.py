@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from eager.cli import main
 from eager.data.split import eval_cases
 from eager.eval import evaluate_rankings
-from eager.eval.compare import Evaluation, compare_evaluations, read_evaluation
+from eager.eval.compare import RESAMPLE_BATCH, Evaluation, compare_evaluations, read_evaluation, runs_and_users_interval
 from eager.eval.metrics import user_metric
 
 RESAMPLES = 499
@@ -169,5 +169,47 @@ def test_runs_pooled_on_one_side_must_cover_the_same_users(cyclic_data, tmp_path
                  "--resamples", str(RESAMPLES), "--metrics", "recall@10"]) == 0
     table = capsys.readouterr().out
     assert "A: pooled, mean of 2 runs" in table and "B: other (" in table
+    assert "interval, runs resampled too |" in table and "a floor on that variance" in table
     mean = (first_report["recall@10"] + second_report["recall@10"]) / 2
     assert f"| recall@10 | {mean:.4f} ({first_report['recall@10']:.4f}, {second_report['recall@10']:.4f}) |" in table
+
+
+def test_the_runs_interval_repeats_a_plain_loop_over_the_same_draws():
+    rng = np.random.default_rng(3)
+    per_run_a, per_run_b = rng.random((2, 37)), rng.random((3, 37))
+    low, high = runs_and_users_interval(per_run_a, per_run_b, 0.9, 1500, seed=5)
+    # The same draws, taken one resample at a time by plain indexing.
+    draws = np.random.default_rng(5)
+    differences = []
+    for start in range(0, 1500, RESAMPLE_BATCH):
+        batch = min(RESAMPLE_BATCH, 1500 - start)
+        users = draws.integers(0, 37, size=(batch, 37))
+        picks_a = draws.integers(0, 2, size=(batch, 2))
+        picks_b = draws.integers(0, 3, size=(batch, 3))
+        for r in range(batch):
+            side_a = np.mean([per_run_a[run, users[r]].mean() for run in picks_a[r]])
+            side_b = np.mean([per_run_b[run, users[r]].mean() for run in picks_b[r]])
+            differences.append(side_b - side_a)
+    assert (low, high) == pytest.approx(tuple(np.percentile(differences, [5, 95])), abs=1e-12)
+
+
+def test_runs_that_disagree_widen_the_interval_that_resamples_them():
+    # 400 users; A's two seeds find 50 % and 0 % of them, B's two seeds 30 % each: per user B − A is
+    # tight around +0.05, but which seed A draws swings the difference from −0.20 to +0.30.
+    users = [f"u{i}" for i in range(400)]
+    targets = {u: "t" for u in users}
+
+    def run(name, hit):
+        return Evaluation(name, targets, {u: 1 if hit(i) else None for i, u in enumerate(users)})
+
+    a = [run("a1", lambda i: i % 2 == 0), run("a2", lambda i: False)]
+    b = [run("b1", lambda i: i % 10 < 3), run("b2", lambda i: i % 10 >= 7)]
+    row = compare_evaluations(a, b, metrics=["recall@10"], resamples=RESAMPLES)["metrics"][0]
+    assert row["difference"] == pytest.approx(0.05) and row["ci_low"] > 0  # users alone: B is better
+    assert row["runs_ci_low"] < -0.1 and row["runs_ci_high"] > 0.2  # seeds too: it could be either
+    # Identical runs add nothing to resample: both intervals then measure the users alone.
+    same = compare_evaluations([a[0], a[0]], [b[0], b[0]], metrics=["recall@10"], resamples=1999)["metrics"][0]
+    assert same["runs_ci_low"] == pytest.approx(same["ci_low"], abs=0.02)
+    assert same["runs_ci_high"] == pytest.approx(same["ci_high"], abs=0.02)
+    single = compare_evaluations(a[0], b[0], metrics=["recall@10"], resamples=RESAMPLES)["metrics"][0]
+    assert "runs_ci_low" not in single and "a_runs" not in single

@@ -9,9 +9,12 @@ serves better. The resampling is scipy's; both are seeded, so a comparison repea
 
 Either side may be several runs of one system (training seeds, say): each user's metric is then
 the mean over that side's runs before the pairing, so what is tested is the seed-averaged
-difference, and each run's own mean is reported beside it. The interval is still one over users,
-for these runs: two seeds average out much of a single run's luck but do not measure how far a
-third would land.
+difference, and each run's own mean is reported beside it. That interval is one over users, for
+these runs: it treats each trained model as fixed. A second interval then resamples the runs too
+(a two-level bootstrap: each side's runs drawn with replacement, then the users), so a training
+run's own luck widens it. With two or three runs a side it is a rough floor on that variance, not
+a measure of it: a bootstrap of n draws shrinks their spread by √((n−1)/n) and has few distinct
+outcomes. It is the interval to quote when the question is about a recipe, not two checkpoints.
 
 An evaluation is what the harness writes: a folder with ``predictions.jsonl`` (user, target,
 ranked keys) and usually ``metrics.json`` (dataset, split, model), or the jsonl file itself.
@@ -62,6 +65,8 @@ class MetricComparison:
     a_better_users: int
     a_runs: tuple[float, ...] = ()  # each run's own mean when a side is several runs
     b_runs: tuple[float, ...] = ()
+    runs_ci_low: float | None = None  # the interval with runs resampled too (only when a side has several)
+    runs_ci_high: float | None = None
 
     @property
     def relative(self) -> float | None:
@@ -155,13 +160,41 @@ def compare_evaluations(
         row = _compare_metric(metric, np.mean(per_run_a, axis=0), np.mean(per_run_b, axis=0), confidence,
                               resamples, seed)
         if len(runs_a) > 1 or len(runs_b) > 1:
+            low, high = runs_and_users_interval(np.stack(per_run_a), np.stack(per_run_b), confidence, resamples, seed)
             row = replace(row, a_runs=tuple(_harness_mean(v) for v in per_run_a),
-                          b_runs=tuple(_harness_mean(v) for v in per_run_b))
+                          b_runs=tuple(_harness_mean(v) for v in per_run_b), runs_ci_low=low, runs_ci_high=high)
         rows.append(row)
     return {"a": _side(runs_a), "b": _side(runs_b),
             "dataset": runs_a[0].dataset or runs_b[0].dataset, "split": runs_a[0].split or runs_b[0].split,
             "users": len(users), "confidence": confidence, "resamples": resamples, "seed": seed,
             "metrics": [_row_dict(r) for r in rows]}
+
+
+def runs_and_users_interval(per_run_a: np.ndarray, per_run_b: np.ndarray, confidence: float, resamples: int,
+                            seed: int) -> tuple[float, float]:
+    """Percentile interval of B − A when both the runs of each side and the users are resampled.
+
+    ``per_run_a`` is (runs of A × users), ``per_run_b`` likewise, users in the same order. Each
+    resample draws every side's runs with replacement (a side of one run keeps it) and one draw of
+    users shared by both sides (the pairing), and takes the difference of the two sides' means.
+    """
+    rng = np.random.default_rng(seed)
+    n_users = per_run_a.shape[1]
+    differences = []
+    for start in range(0, resamples, RESAMPLE_BATCH):
+        batch = min(RESAMPLE_BATCH, resamples - start)
+        # Each resample's users as counts (how often each user is drawn): the means are then matrix products.
+        drawn = rng.integers(0, n_users, size=(batch, n_users)) + n_users * np.arange(batch)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=batch * n_users).reshape(batch, n_users).astype(np.float64)
+        side_means = []
+        for per_run in (per_run_a, per_run_b):
+            run_means = counts @ per_run.T / n_users  # (batch, runs): each run's mean over the drawn users
+            picks = rng.integers(0, len(per_run), size=(batch, len(per_run)))
+            side_means.append(np.take_along_axis(run_means, picks, axis=1).mean(axis=1))
+        differences.append(side_means[1] - side_means[0])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(differences), [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _row_dict(row: MetricComparison) -> dict:
@@ -170,6 +203,8 @@ def _row_dict(row: MetricComparison) -> dict:
         fields[runs] = list(fields[runs])
         if not fields[runs]:
             del fields[runs]
+    if row.runs_ci_low is None:
+        del fields["runs_ci_low"], fields["runs_ci_high"]
     return fields
 
 
@@ -208,18 +243,24 @@ def _compare_metric(metric: str, va: np.ndarray, vb: np.ndarray, confidence: flo
 def comparison_table(result: dict) -> str:
     """The comparison as a Markdown table, A and B named above it (with each run's mean when pooled)."""
     pct = round(result["confidence"] * 100)
+    with_runs = any("runs_ci_low" in m for m in result["metrics"])
     lines = [_side_line("A", result["a"]), _side_line("B", result["b"]),
              f"{result['dataset'] or '?'} {result['split'] or '?'}, {result['users']} users in both; "
              f"{pct} % bootstrap interval and sign-flip p-value from {result['resamples']} resamples, seed {result['seed']}",
              "",
-             f"| metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |"
+             + (f" {pct} % interval, runs resampled too |" if with_runs else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if with_runs else "")]
     for m in result["metrics"]:
         p = format_p_value(m["p_value"], result["resamples"])
         relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
         lines.append(f"| {m['metric']} | {_mean_cell(m['a'], m.get('a_runs'))} | {_mean_cell(m['b'], m.get('b_runs'))} | "
                      f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
-                     f"{m['b_better_users']} / {m['a_better_users']} |")
+                     f"{m['b_better_users']} / {m['a_better_users']} |"
+                     + (f" [{m['runs_ci_low']:+.4f}, {m['runs_ci_high']:+.4f}] |" if "runs_ci_low" in m else ""))
+    if with_runs:
+        lines += ["", "The last interval resamples each side's runs as well as the users: a training run's own luck "
+                  "widens it. With few runs a side it is a floor on that variance, not a measure of it."]
     return "\n".join(lines)
 
 
