@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from eager.cli import main
 from eager.data.split import eval_cases, train_sequences
-from eager.eval.breakdown import compare_by_group, history_length_groups, quantile_groups, target_popularity_groups
+from eager.eval.breakdown import (compare_by_group, grouped_table, history_length_groups, quantile_groups,
+                                  target_popularity_groups)
 from eager.eval.compare import Evaluation, compare_evaluations, read_evaluation
 from tests.conftest import make_cyclic_data
 
@@ -70,6 +71,14 @@ def test_a_gain_in_one_group_shows_there_and_nowhere_else():
     assert rows["popular"]["b_better_users"] == len(gained) and rows["popular"]["ci_low"] > 0
     with pytest.raises(ValueError, match="have no group"):
         compare_by_group(a, b, {u: "x" for u in users[:-1]}, metrics=["recall@10"], resamples=RESAMPLES)
+    # Two runs a side: every group also gets the interval that resamples the runs, and the table shows it.
+    runs = compare_by_group([a, a], [b, b], group_of, ["rare", "mid", "popular"], ["recall@10"], resamples=RESAMPLES)
+    popular = runs["groups"][2]["metrics"][0]
+    assert popular["runs_ci_low"] > 0 and popular["runs_ci_high"] >= popular["difference"]
+    table = grouped_table(runs)
+    assert table.splitlines()[0].endswith("interval, runs resampled too |")
+    assert f"[{popular['runs_ci_low']:+.4f}, {popular['runs_ci_high']:+.4f}] |" in table.splitlines()[-1]
+    assert "runs resampled" not in grouped_table(result)
 
 
 def test_the_command_breaks_a_real_comparison_down(shared_data, tmp_path, capsys):

@@ -17,7 +17,8 @@ import numpy as np
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases, train_item_counts
-from eager.eval.compare import DEFAULT_METRICS, Evaluation, Runs, compare_evaluations, format_p_value
+from eager.eval.compare import (DEFAULT_METRICS, Evaluation, Runs, compare_evaluations, format_p_value, pooled,
+                                runs_interval_cell, runs_interval_header)
 
 
 def target_popularity_groups(data: InteractionData, targets: dict[str, str],
@@ -130,13 +131,14 @@ def _restrict(evaluation: Evaluation, users: set[str]) -> Evaluation:
 def grouped_table(result: dict) -> str:
     """One row per group and metric: each side's mean, B − A with its interval and p-value."""
     pct = round(result["confidence"] * 100)
-    lines = [f"| group | users | metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| group | users | metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |"
+             + runs_interval_header(result),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if pooled(result) else "")]
     for group in result["groups"]:
         for m in group["metrics"]:
             relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
             lines.append(f"| {group['group']} | {group['users']} | {m['metric']} | {m['a']:.4f} | {m['b']:.4f} | "
                          f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | "
                          f"{format_p_value(m['p_value'], result['resamples'])} | "
-                         f"{m['b_better_users']} / {m['a_better_users']} |")
+                         f"{m['b_better_users']} / {m['a_better_users']} |" + runs_interval_cell(m))
     return "\n".join(lines)

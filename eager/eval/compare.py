@@ -243,25 +243,38 @@ def _compare_metric(metric: str, va: np.ndarray, vb: np.ndarray, confidence: flo
 def comparison_table(result: dict) -> str:
     """The comparison as a Markdown table, A and B named above it (with each run's mean when pooled)."""
     pct = round(result["confidence"] * 100)
-    with_runs = any("runs_ci_low" in m for m in result["metrics"])
+    with_runs = pooled(result)
     lines = [_side_line("A", result["a"]), _side_line("B", result["b"]),
              f"{result['dataset'] or '?'} {result['split'] or '?'}, {result['users']} users in both; "
              f"{pct} % bootstrap interval and sign-flip p-value from {result['resamples']} resamples, seed {result['seed']}",
              "",
              f"| metric | A | B | B − A | {pct} % interval | relative | p | users B better / A better |"
-             + (f" {pct} % interval, runs resampled too |" if with_runs else ""),
+             + runs_interval_header(result),
              "|---|---|---|---|---|---|---|---|" + ("---|" if with_runs else "")]
     for m in result["metrics"]:
         p = format_p_value(m["p_value"], result["resamples"])
         relative = f"{m['relative']:+.1%}" if m["relative"] is not None else "—"
         lines.append(f"| {m['metric']} | {_mean_cell(m['a'], m.get('a_runs'))} | {_mean_cell(m['b'], m.get('b_runs'))} | "
                      f"{m['difference']:+.4f} | [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] | {relative} | {p} | "
-                     f"{m['b_better_users']} / {m['a_better_users']} |"
-                     + (f" [{m['runs_ci_low']:+.4f}, {m['runs_ci_high']:+.4f}] |" if "runs_ci_low" in m else ""))
+                     f"{m['b_better_users']} / {m['a_better_users']} |" + runs_interval_cell(m))
     if with_runs:
         lines += ["", "The last interval resamples each side's runs as well as the users: a training run's own luck "
                   "widens it. With few runs a side it is a floor on that variance, not a measure of it."]
     return "\n".join(lines)
+
+
+def pooled(result: dict) -> bool:
+    """Whether a comparison pooled several runs on a side (and so has the runs-resampled interval)."""
+    return any("runs_ci_low" in m for m in result["metrics"])
+
+
+def runs_interval_header(result: dict) -> str:
+    # The extra last column of a pooled comparison's tables (nothing for one run a side).
+    return f" {round(result['confidence'] * 100)} % interval, runs resampled too |" if pooled(result) else ""
+
+
+def runs_interval_cell(row: dict) -> str:
+    return f" [{row['runs_ci_low']:+.4f}, {row['runs_ci_high']:+.4f}] |" if "runs_ci_low" in row else ""
 
 
 def format_p_value(p_value: float, resamples: int) -> str:
