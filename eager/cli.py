@@ -194,11 +194,13 @@ def cmd_search(args) -> None:
 
     from eager.data import load_dataset
     from eager.llm.recipes import get_recipe, get_variant
-    from eager.llm.search import LEASE_TRIALS, parse_trial, run_search
+    from eager.llm.search import LEASE_TRIALS, parse_trial, run_search, seeded_trials
 
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     try:
         trials = [parse_trial(t) for t in (args.trial or list(LEASE_TRIALS))]
+        seeds = _seed_list(args.seeds) if args.seeds else None
+        seeded_trials(trials, seeds)  # a trial that sets its own seed is refused before anything loads
     except ValueError as err:
         raise SystemExit(f"eager search: {err}") from None
     if args.eval_users:
@@ -206,8 +208,15 @@ def cmd_search(args) -> None:
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else artifacts_root(args.artifacts) / data.name / "search" / f"{variant.name}-{recipe.name}"
     results = run_search(data, variant, recipe, trials, out, args.artifacts, args.base, args.max_steps,
-                         progress=not args.json, restart=args.restart)
+                         progress=not args.json, restart=args.restart, seeds=seeds)
     _print({"out": str(out), "trials": results}, args.json)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _comma_list(text)]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated whole numbers, e.g. 42,7 (got {text!r})") from None
 
 
 def cmd_recommend(args) -> None:
@@ -472,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "NAME:field.path=value,...; repeat it; default: every named trial")
     search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own (exact: "
                         "its clock budget goes, so trials compare at equal steps on any GPU)")
+    search.add_argument("--seeds", help="train every trial once per training seed, e.g. 42,7 (runs NAME-seedN), "
+                        "and also rank the trials pooled over their seeds, with an interval that resamples the seeds")
     search.add_argument("--out", help="results folder (default: <artifacts>/<dataset>/search/<variant>-<recipe>)")
     search.set_defaults(func=cmd_search)
 

@@ -221,3 +221,57 @@ def test_the_history_trials_cap_training_and_selection_prompts(name, cap):
     # Model selection reads what the model trained on (the uncapped recipe: all 14 before a validation target).
     assert {len(c.history) for c in selection_cases(data, capped)} == {cap}
     assert {len(c.history) for c in selection_cases(data, TEST_RECIPE)} == {14}
+
+
+def test_seeds_train_every_trial_once_each_and_pool_them(cyclic_data, base_dir, tmp_path):
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6, max_users=10)
+    trials = [Trial("base"), Trial("fast", (("stage1.lr", 5e-2),))]
+    results = run_search(cyclic_data, get_variant("full"), recipe, trials, tmp_path / "search",
+                         tmp_path / "artifacts", base=str(base_dir), max_steps=3, progress=False,
+                         load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
+                         tables=toy_embeddings(cyclic_data), seeds=[42, 7])
+    by_name = {r["trial"]: r for r in results}
+    assert set(by_name) == {"base-seed42", "base-seed7", "fast-seed42", "fast-seed7"}
+    for name, row in by_name.items():
+        config = json.loads((tmp_path / "search" / name / "config.json").read_text())
+        assert config["recipe"]["train_seed"] == row["train_seed"] == int(name.rsplit("seed", 1)[1])
+        assert row["seed_of"] == name.split("-seed")[0]
+    assert by_name["base-seed7"]["loss_lm"] != by_name["base-seed42"]["loss_lm"]  # the seed trains otherwise
+    # Each seeded run pairs with the reference trial's run of the same seed.
+    assert by_name["fast-seed7"]["vs_reference"]["trial"] == "base-seed7"
+    assert by_name["fast-seed42"]["vs_reference"]["trial"] == "base-seed42"
+    assert by_name["base-seed7"]["vs_reference"]["trial"] == "base-seed42"  # the noise floor: seed against seed
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert record["seeds"] == [42, 7]
+    pooled = {p["trial"]: p for p in record["pooled"]}
+    assert set(pooled) == {"base", "fast"} and pooled["base"]["vs_reference"] is None
+    fast = pooled["fast"]
+    assert sorted(fast["seeds"]) == [7, 42] and by_name["base-seed42"]["vs_reference"] is None
+    for metric in ("recall@10", "ndcg@10"):
+        mean = lambda trial: (by_name[f"{trial}-seed42"][f"valid_{metric}"]  # noqa: E731
+                              + by_name[f"{trial}-seed7"][f"valid_{metric}"]) / 2
+        assert fast[f"valid_{metric}"] == pytest.approx(mean("fast"))
+        paired = fast["vs_reference"][metric]
+        # Seeds averaged per user, then paired: the difference of the two seeds' means.
+        assert paired["difference"] == pytest.approx(mean("fast") - mean("base"))
+        assert paired["runs_ci_low"] <= paired["runs_ci_high"]
+    assert "runs_ci_low" not in by_name["fast-seed7"]["vs_reference"]["ndcg@10"]  # one run a side
+    table = (tmp_path / "search" / "search.md").read_text()
+    assert "Pooled over training seeds 42, 7" in table and "| fast | 42, 7 |" in table.split("Pooled")[1]
+    fast7 = next(line for line in table.splitlines() if line.startswith("| fast-seed7 |"))
+    assert fast7.split(" | ")[5].endswith("vs base-seed7")  # the header names seed 42's run: the cell says otherwise
+    with pytest.raises(ValueError, match="sets train_seed itself"):
+        run_search(cyclic_data, get_variant("full"), recipe, [Trial("s", (("train_seed", 3),))], tmp_path / "x",
+                   seeds=[1, 2], load_model=lambda: pytest.fail("loaded before refusing"))
+
+
+def test_cli_refuses_bad_seeds_before_loading_anything(tmp_path):
+    from eager.cli import main
+
+    for seeds, message in (("42,x", "comma-separated whole numbers"), ("7,7", "repeat one")):
+        with pytest.raises(SystemExit, match=message):
+            main(["search", "--dataset", "beauty", "--trial", "base", "--seeds", seeds,
+                  "--data-root", str(tmp_path / "no-data")])
+    with pytest.raises(SystemExit, match="sets train_seed itself"):
+        main(["search", "--dataset", "beauty", "--trial", "s:train_seed=3", "--seeds", "1,2",
+              "--data-root", str(tmp_path / "no-data")])

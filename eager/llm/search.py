@@ -9,7 +9,14 @@ user by user with the first trial that trained (the reference, usually ``base``)
 validation users most lever effects are within noise, and the paired interval says which are not.
 Each trial's per-user ranks go to ``valid_ranks.json``.
 
+A rerun of one trial with another training seed moves validation about as much as many levers do
+(docs/levers.md, "The noise floor"), so ``seeds`` trains every trial once per seed (``NAME-seedN``,
+each paired with the reference trial's run of the same seed) and adds a pooled table: each
+trial's seeds averaged per user against the reference's, with the interval that resamples the
+seeds as well as the users (``eager.eval.compare``).
+
     eager search --dataset beauty --recipe gpu-lease --trial base --trial lr-2e-3 --max-steps 150
+    eager search --dataset scientific --recipe cpu-compact --trial base --trial history-5 --seeds 42,7
 """
 
 from __future__ import annotations
@@ -126,6 +133,21 @@ def _split_top_level(spec: str) -> list[str]:
     return [p for p in (*parts, current) if p.strip()]
 
 
+def seeded_trials(trials: list[Trial], seeds: list[int] | None) -> list[tuple[Trial, str]]:
+    """Each trial with the trial it comes from: once as given, or once per seed (``NAME-seedN``)."""
+    if not seeds:
+        return [(t, t.name) for t in trials]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {seeds} repeat one: each seed trains once per trial")
+    runs = []
+    for trial in trials:
+        if any(path == "train_seed" for path, _ in trial.changes):
+            raise ValueError(f"trial {trial.name!r} sets train_seed itself; drop it there or drop --seeds")
+        runs += [(Trial(f"{trial.name}-seed{seed}", (*trial.changes, ("train_seed", seed))), trial.name)
+                 for seed in seeds]
+    return runs
+
+
 def trial_recipe(recipe: TrainRecipe, trial: Trial, max_steps: int | None = None) -> TrainRecipe:
     """The recipe a trial trains: its changes, then ``max_steps`` stage-1 steps unless it sets its own.
     Those are exact (the stage's clock budget goes), so trials compare at equal steps on any GPU."""
@@ -153,13 +175,16 @@ def run_search(
     load_model=None,
     index=None,
     tables=None,
+    seeds: list[int] | None = None,
 ) -> list[dict]:
     """Train each trial's stage 1 and rank the trials by validation NDCG@10 (then Recall@10).
 
     ``load_model`` (tests) returns a fresh (model, tokenizer) per trial; by default the backbone is
     loaded from ``base``. A trial whose training fails is recorded with its error, and the search
-    goes on: one bad setting must not cost the others.
+    goes on: one bad setting must not cost the others. With ``seeds``, every trial trains once per
+    training seed and ``search.json`` also holds the trials pooled over their seeds (``pooled``).
     """
+    runs = seeded_trials(trials, seeds)  # refuses a bad seed list before anything loads
     from eager.llm.pipeline import embedding_tables, train_variant, variant_index
 
     out = Path(out_dir)
@@ -171,6 +196,7 @@ def run_search(
     stage1_only = replace(variant, name=f"{variant.name}.stage1", use_aat=False)  # the checkpoints say what they are
     results: list[dict] = []
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
+    family = {trial.name: origin for trial, origin in runs}  # a seeded run -> the trial it is a seed of
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
@@ -179,11 +205,13 @@ def run_search(
         floor = next((r["popularity"] for r in results if r["trial"] == reference), results[0]["popularity"])
         record = {"dataset": data.name, "variant": variant.name, "base_recipe": recipe.name, "max_steps": max_steps,
                   "popularity": floor, "reference": reference, "trials": results}
+        if seeds:
+            record |= {"seeds": list(seeds), "pooled": pooled_over_seeds(results, evaluations, family)}
         (out / "search.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
         (out / "search.md").write_text(search_table(record) + "\n")
         (out / "valid_ranks.json").write_text(json.dumps({name: e.ranks for name, e in evaluations.items()}) + "\n")
 
-    for trial in trials:
+    for trial, origin in runs:
         changed = trial_recipe(recipe, trial, max_steps)
         model, tokenizer = load_model() if load_model else (None, None)
         row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes},
@@ -204,9 +232,12 @@ def run_search(
             "tokens_per_s": last["tokens_per_s"], "tokens_per_s_steady": last.get("tokens_per_s_steady"),
             "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
         })
+        if seeds:
+            row |= {"seed_of": origin, "train_seed": changed.training_seed}
         if run.get("selection_ranks") is not None:
             evaluations[trial.name] = selection_evaluation(data, changed, trial.name, run["selection_ranks"])
-            row["vs_reference"] = paired_with_reference(evaluations, trial.name)
+            row["vs_reference"] = paired_with_reference(evaluations, trial.name, same_seed_reference(
+                evaluations, family, trial.name) if seeds else None)
         results.append(row)
         write()
     return results
@@ -220,18 +251,56 @@ def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, 
                       dataset=data.name, split="valid", source=f"trial {name}")
 
 
-def paired_with_reference(evaluations: dict[str, Evaluation], name: str) -> dict | None:
-    """The trial against the first that trained, user by user; None for the reference itself."""
-    reference = next(iter(evaluations))
+def paired_with_reference(evaluations: dict[str, Evaluation], name: str, reference: str | None = None) -> dict | None:
+    """The trial against ``reference`` (default: the first that trained), user by user; None for the
+    reference itself."""
+    reference = reference or next(iter(evaluations))
     if reference == name:
         return None
+    return _paired(reference, [evaluations[reference]], [evaluations[name]])
+
+
+def _paired(reference: str, a: list[Evaluation], b: list[Evaluation]) -> dict:
     try:
-        result = compare_evaluations(evaluations[reference], evaluations[name], PAIRED_METRICS)
+        result = compare_evaluations(a, b, PAIRED_METRICS)
     except ValueError as err:  # e.g. a trial that changes eval_users validates other users
         return {"trial": reference, "error": str(err)}
-    keep = ("difference", "ci_low", "ci_high", "p_value", "b_better_users", "a_better_users")
+    keep = ("difference", "ci_low", "ci_high", "p_value", "b_better_users", "a_better_users", "runs_ci_low",
+            "runs_ci_high")
     return {"trial": reference, "users": result["users"],
-            **{m["metric"]: {k: m[k] for k in keep} for m in result["metrics"]}}
+            **{m["metric"]: {k: m[k] for k in keep if k in m} for m in result["metrics"]}}
+
+
+def same_seed_reference(evaluations: dict[str, Evaluation], family: dict[str, str], name: str) -> str:
+    """The reference trial's run with ``name``'s seed (they share the LoRA start and the sample
+    order, so they pair more tightly), else the first run that trained. The reference trial's own
+    other seeds pair with its first: that row is the noise floor, a rerun against a rerun."""
+    first = next(iter(evaluations))
+    seed = name.removeprefix(family[name])  # "-seedN"
+    same = next((n for n in evaluations if family[n] == family[first] and n.removeprefix(family[n]) == seed), first)
+    return first if same == name else same
+
+
+def pooled_over_seeds(results: list[dict], evaluations: dict[str, Evaluation], family: dict[str, str]) -> list[dict]:
+    """Each trial's seeds together: mean validation, and its seeds against the reference trial's
+    seeds, averaged per user, with the interval that resamples the seeds too. Best first."""
+    if not evaluations:
+        return []
+    reference = family[next(iter(evaluations))]
+    members = {origin: [n for n in evaluations if family[n] == origin] for origin in dict.fromkeys(family.values())}
+    pooled = []
+    for origin, names in members.items():
+        if not names:  # none of its seeds trained
+            continue
+        rows = [next(r for r in results if r["trial"] == n) for n in names]  # in training order: the seeds' order
+        entry = {"trial": origin, "seeds": [r["train_seed"] for r in rows]}
+        for metric in PAIRED_METRICS:
+            entry[f"valid_{metric}"] = sum(r[f"valid_{metric}"] for r in rows) / len(rows)
+        entry["vs_reference"] = None if origin == reference else _paired(
+            reference, [evaluations[n] for n in members[reference]], [evaluations[n] for n in names])
+        pooled.append(entry)
+    pooled.sort(key=lambda r: (r["valid_ndcg@10"], r["valid_recall@10"]), reverse=True)
+    return pooled
 
 
 def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
@@ -262,6 +331,19 @@ def search_table(record: dict) -> str:
     if pop:
         lines.append(f"| *popularity, same {pop['users']} users* | — | — | {pop['recall@10']:.4f} | "
                      f"{pop['ndcg@10']:.4f} | — | — | — |")
+    if record.get("pooled"):
+        reference = next((p["trial"] for p in record["pooled"] if p["vs_reference"] is None), "reference")
+        lines += ["", f"Pooled over training seeds {', '.join(map(str, record['seeds']))} (each trial's seeds "
+                  f"averaged per user against {reference}'s; the last interval resamples the seeds too):", "",
+                  f"| trial | seeds | valid R@10 | valid N@10 | N@10 − {reference} (95 % interval, p) | "
+                  "N@10 interval, seeds resampled too |", "|---|---|---|---|---|---|"]
+        for p in record["pooled"]:
+            paired = p["vs_reference"] or {}
+            runs = paired.get("ndcg@10", {})
+            runs_cell = f"[{runs['runs_ci_low']:+.4f}, {runs['runs_ci_high']:+.4f}]" if "runs_ci_low" in runs else "—"
+            lines.append(f"| {p['trial']} | {', '.join(map(str, p['seeds']))} | {p['valid_recall@10']:.4f} | "
+                         f"{p['valid_ndcg@10']:.4f} | {_paired_cell({'trial': p['trial'], 'vs_reference': paired}, reference)} | "
+                         f"{runs_cell} |")
     return "\n".join(lines)
 
 
@@ -274,4 +356,5 @@ def _paired_cell(row: dict, reference: str | None) -> str:
     if "error" in paired:
         return "not paired: other users"
     n = paired["ndcg@10"]
-    return f"{n['difference']:+.4f} [{n['ci_low']:+.4f}, {n['ci_high']:+.4f}], p {n['p_value']:.2g}"
+    against = "" if paired["trial"] == reference else f" vs {paired['trial']}"  # a seeded run: its seed's reference
+    return f"{n['difference']:+.4f} [{n['ci_low']:+.4f}, {n['ci_high']:+.4f}], p {n['p_value']:.2g}{against}"
