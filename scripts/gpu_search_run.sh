@@ -15,6 +15,7 @@
 #   EAGER_SEARCH_WORK=/tmp/search EAGER_SEARCH_ARGS="--trial base --trial history-5 --max-steps 274" \
 #     bash scripts/gpu_search_run.sh $OUT beauty && \
 #   python3 scripts/rescore_selection.py /tmp/search/history-5 /tmp/search history-5 --max-history 20 --out $OUT/history-5_read20.json
+# `--seeds 42,7` in EAGER_SEARCH_ARGS trains every trial once per seed and pools them (search.md's second table).
 # A CPU dry run: EAGER_RECIPE=cpu EAGER_SEARCH_WORK=/tmp/sdry/work EAGER_SEARCH_ARGS="--trial base --trial history-5
 #   --max-steps 2 --eval-users 8" bash scripts/gpu_search_run.sh /tmp/sdry/out scientific, then the re-score as above.
 set -uo pipefail
