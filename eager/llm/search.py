@@ -197,6 +197,7 @@ def run_search(
     results: list[dict] = []
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
     family = {trial.name: origin for trial, origin in runs}  # a seeded run -> the trial it is a seed of
+    seed_of = {trial.name: dict(trial.changes).get("train_seed") for trial, _ in runs}
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
@@ -237,7 +238,7 @@ def run_search(
         if run.get("selection_ranks") is not None:
             evaluations[trial.name] = selection_evaluation(data, changed, trial.name, run["selection_ranks"])
             row["vs_reference"] = paired_with_reference(evaluations, trial.name, same_seed_reference(
-                evaluations, family, trial.name) if seeds else None)
+                evaluations, family, seed_of, trial.name) if seeds else None)
         results.append(row)
         write()
     return results
@@ -271,13 +272,13 @@ def _paired(reference: str, a: list[Evaluation], b: list[Evaluation]) -> dict:
             **{m["metric"]: {k: m[k] for k in keep if k in m} for m in result["metrics"]}}
 
 
-def same_seed_reference(evaluations: dict[str, Evaluation], family: dict[str, str], name: str) -> str:
+def same_seed_reference(evaluations: dict[str, Evaluation], family: dict[str, str], seed_of: dict[str, int | None],
+                        name: str) -> str:
     """The reference trial's run with ``name``'s seed (they share the LoRA start and the sample
     order, so they pair more tightly), else the first run that trained. The reference trial's own
     other seeds pair with its first: that row is the noise floor, a rerun against a rerun."""
     first = next(iter(evaluations))
-    seed = name.removeprefix(family[name])  # "-seedN"
-    same = next((n for n in evaluations if family[n] == family[first] and n.removeprefix(family[n]) == seed), first)
+    same = next((n for n in evaluations if family[n] == family[first] and seed_of[n] == seed_of[name]), first)
     return first if same == name else same
 
 
