@@ -194,13 +194,13 @@ def cmd_search(args) -> None:
 
     from eager.data import load_dataset
     from eager.llm.recipes import get_recipe, get_variant
-    from eager.llm.search import LEASE_TRIALS, parse_trial, run_search, seeded_trials
+    from eager.llm.search import LEASE_TRIALS, parse_trial, planned_runs, run_search
 
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     try:
         trials = [parse_trial(t) for t in (args.trial or list(LEASE_TRIALS))]
         seeds = _seed_list(args.seeds) if args.seeds else None
-        seeded_trials(trials, seeds)  # a trial that sets its own seed is refused before anything loads
+        planned_runs(trials, variant, seeds)  # a trial that cannot run is refused before anything loads
     except ValueError as err:
         raise SystemExit(f"eager search: {err}") from None
     if args.eval_users:
@@ -476,9 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     search = stages.add_parser("search", help="measure recipe levers: stage-1 trials ranked on validation")
-    _add_training_run(search, "gpu-lease", "whose stage 1 the trials train (default full)")
+    _add_training_run(search, "gpu-lease", "whose stage 1 the trials train (default full; an aat=1 trial trains "
+                      "its annealing adapter too)")
     search.add_argument("--trial", action="append", help="a named trial (see eager.llm.search.LEASE_TRIALS) or "
-                        "NAME:field.path=value,...; repeat it; default: every named trial")
+                        "NAME:field.path=value,...; repeat it; default: every named trial. aat=1 in a spec also "
+                        "trains the annealing adapter after stage 1 and scores both (NAME, NAME.stage1)")
     search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own (exact: "
                         "its clock budget goes, so trials compare at equal steps on any GPU)")
     search.add_argument("--seeds", help="train every trial once per training seed, e.g. 42,7 (runs NAME-seedN), "

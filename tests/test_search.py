@@ -275,3 +275,73 @@ def test_cli_refuses_bad_seeds_before_loading_anything(tmp_path):
     with pytest.raises(SystemExit, match="sets train_seed itself"):
         main(["search", "--dataset", "beauty", "--trial", "s:train_seed=3", "--seeds", "1,2",
               "--data-root", str(tmp_path / "no-data")])
+
+
+def test_an_aat_trial_trains_the_adapter_and_scores_its_stage_1_beside_it(cyclic_data, base_dir, tmp_path):
+    """The adapter's control as one search: stage 1 + AAT, its stage 1 alone, and stage 1 as long as both."""
+    assert parse_trial("a:aat=1,stage2.max_steps=2") == Trial("a", (("stage2.max_steps", 2),), aat=True)
+    assert parse_trial("a:aat=0").aat is False
+    with pytest.raises(ValueError, match="aat=2 takes 1"):
+        parse_trial("a:aat=2")
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6)
+    trials = [Trial("aat", (("stage2.max_steps", 2),), aat=True), Trial("longer", (("stage1.max_steps", 5),))]
+    results = run_search(cyclic_data, get_variant("full"), recipe, trials, tmp_path / "search",
+                         tmp_path / "artifacts", base=str(base_dir), max_steps=3, progress=False,
+                         load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
+                         tables=toy_embeddings(cyclic_data))
+    by_name = {r["trial"]: r for r in results}
+    assert set(by_name) == {"aat", "aat.stage1", "longer"}
+    aat, stage1, longer = by_name["aat"], by_name["aat.stage1"], by_name["longer"]
+    assert aat["stage_steps"] == {"stage1": 3, "stage2": 2} and aat["steps"] == 5 == longer["steps"]
+    assert stage1["steps"] == 3 and stage1["stage1_of"] == "aat" and 0 < stage1["tokens"] < aat["tokens"]
+    config = json.loads((tmp_path / "search" / "aat" / "config.json").read_text())
+    assert config["variant"]["name"] == "full" and config["variant"]["use_aat"]
+    assert [s["name"] for s in config["stages"]] == ["stage1", "stage2"]
+    assert not json.loads((tmp_path / "search" / "longer" / "config.json").read_text())["variant"]["use_aat"]
+    # Each score is its stage's own validation, as the checkpoint's training log recorded it.
+    history = json.loads((tmp_path / "search" / "aat" / "metrics.json").read_text())["history"]
+    for row, stage in ((aat, "stage2"), (stage1, "stage1")):
+        logged = [r for r in history if r["stage"] == stage][-1]
+        assert (row["valid_recall@10"], row["valid_ndcg@10"]) == (logged["valid_recall@10"], logged["valid_ndcg@10"])
+    ranks = json.loads((tmp_path / "search" / "valid_ranks.json").read_text())
+    assert set(ranks) == {"aat", "aat.stage1", "longer"}
+    hits = [r is not None and r <= 10 for r in ranks["aat.stage1"].values()]
+    assert sum(hits) / len(hits) == stage1["valid_recall@10"]
+    record = json.loads((tmp_path / "search" / "search.json").read_text())
+    assert record["reference"] == "aat" and aat["vs_reference"] is None  # the first trial's final model
+    for row in (stage1, longer):
+        assert row["vs_reference"]["trial"] == "aat" and row["vs_reference"]["users"] == 8
+        assert row["vs_reference"]["ndcg@10"]["difference"] == pytest.approx(
+            row["valid_ndcg@10"] - aat["valid_ndcg@10"])
+    table = (tmp_path / "search" / "search.md").read_text()
+    assert table.startswith("Trials (stage 1, and the annealing adapter where `+ AAT`)")
+    assert "| aat | + AAT, stage2.max_steps=2 | 3 + 2 |" in table
+    assert "| aat.stage1 | stage 1 of aat | 3 |" in table and "| longer | stage1.max_steps=5 | 5 |" in table
+    with pytest.raises(ValueError, match="variant 'wo_aat' does not have"):
+        run_search(cyclic_data, get_variant("wo_aat"), recipe, trials, tmp_path / "x",
+                   load_model=lambda: pytest.fail("loaded before refusing"))
+
+
+def test_seeded_aat_trials_pair_their_stage_1_with_the_same_seed(cyclic_data, base_dir, tmp_path):
+    recipe = replace(TEST_RECIPE, eval_users=8, eval_beams=6, max_users=10)
+    results = run_search(cyclic_data, get_variant("full"), recipe, [Trial("base"), Trial("aat", aat=True)],
+                         tmp_path / "search", tmp_path / "artifacts", base=str(base_dir), max_steps=2,
+                         progress=False, load_model=lambda: load_tiny(base_dir), index=toy_index(cyclic_data),
+                         tables=toy_embeddings(cyclic_data), seeds=[42, 7])
+    by_name = {r["trial"]: r for r in results}
+    assert by_name["aat-seed7.stage1"]["seed_of"] == "aat.stage1" and by_name["aat-seed7.stage1"]["train_seed"] == 7
+    assert by_name["aat-seed7.stage1"]["vs_reference"]["trial"] == "base-seed7"
+    assert by_name["aat-seed42"]["vs_reference"]["trial"] == "base-seed42"
+    # Same seed, same start, same samples, same steps: the stage-1 model of the AAT run is the base run's.
+    assert by_name["aat-seed7.stage1"]["valid_ndcg@10"] == by_name["base-seed7"]["valid_ndcg@10"]
+    assert by_name["aat-seed7.stage1"]["loss_lm"] == by_name["base-seed7"]["loss_lm"]
+    pooled = {p["trial"]: p for p in json.loads((tmp_path / "search" / "search.json").read_text())["pooled"]}
+    assert set(pooled) == {"base", "aat", "aat.stage1"} and pooled["aat.stage1"]["seeds"] == [42, 7]
+
+
+def test_cli_refuses_an_aat_trial_without_an_adapter_before_loading_anything(tmp_path):
+    from eager.cli import main
+
+    with pytest.raises(SystemExit, match="does not have: search --variant full"):
+        main(["search", "--dataset", "beauty", "--variant", "wo_aat", "--trial", "a:aat=1",
+              "--data-root", str(tmp_path / "no-data")])

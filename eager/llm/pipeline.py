@@ -169,7 +169,9 @@ def train_variant(
     for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
         state.unlink()
     return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
-            "selection_ranks": stages[-1]["best"].get("ranks")}  # per user, for paired comparisons (eager search)
+            "selection_ranks": stages[-1]["best"].get("ranks"),  # per user, for paired comparisons (eager search)
+            # Each stage's own best validation (with its per-user ranks): AAT's stage 1 is `wo_aat` at its steps.
+            "stage_selections": {s["name"]: s["best"] for s in stages}}
 
 
 def evaluate_checkpoint(

@@ -15,8 +15,16 @@ each paired with the reference trial's run of the same seed) and adds a pooled t
 trial's seeds averaged per user against the reference's, with the interval that resamples the
 seeds as well as the users (``eager.eval.compare``).
 
+A trial with ``aat`` trains the variant's annealing adapter after its stage 1, as ``eager train``
+does, and is scored after it; its stage-1 model is scored too, as a row of its own
+(``NAME.stage1``). That makes the adapter's control one search: the adapter against stage 1 trained
+as many steps in all, both against the same stage 1 without either, on the same users
+(``--max-steps 274 --trial 'aat:aat=1,stage2.max_steps=188' --trial 'stage1-462:stage1.max_steps=462'``).
+
     eager search --dataset beauty --recipe gpu-lease --trial base --trial lr-2e-3 --max-steps 150
     eager search --dataset scientific --recipe cpu-compact --trial base --trial history-5 --seeds 42,7
+    eager search --dataset beauty --recipe gpu-lease --max-steps 274 --trial 'aat:aat=1,stage2.max_steps=188' \
+        --trial 'stage1-462:stage1.max_steps=462'
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ PAIRED_METRICS = ("recall@10", "ndcg@10")
 class Trial:
     name: str
     changes: tuple[tuple[str, object], ...] = ()  # (dotted field path, value), e.g. ("stage1.lr", 2e-3)
+    aat: bool = False  # also train the variant's annealing adapter (stage 2) and score after it
+
+
+# The key of a trial spec that is not a recipe field: `aat=1` trains stage 2 too.
+AAT_KEY = "aat"
 
 
 # The first levers to measure on Beauty, around GPU_LEASE_RECIPE (stage 1: lr 1e-3, four tasks,
@@ -106,7 +119,7 @@ def parse_trial(text: str) -> Trial:
                              "(or write one as NAME:field.path=value,...)")
         return LEASE_TRIALS[text]
     name, _, spec = text.partition(":")
-    changes = []
+    changes, aat = [], False
     for item in _split_top_level(spec):
         path, eq, raw = item.partition("=")
         if not eq or not path.strip():
@@ -115,8 +128,14 @@ def parse_trial(text: str) -> Trial:
             value = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError):
             value = raw.strip()  # a bare word such as mean
+        if path.strip() == AAT_KEY:
+            if value not in (0, 1):  # True and False are 1 and 0
+                raise ValueError(f"trial {name!r}: {AAT_KEY}={raw.strip()} takes 1 (train the annealing adapter "
+                                 "after stage 1) or 0")
+            aat = bool(value)
+            continue
         changes.append((path.strip(), value))
-    return Trial(name.strip(), tuple(changes))
+    return Trial(name.strip(), tuple(changes), aat)
 
 
 def _split_top_level(spec: str) -> list[str]:
@@ -143,14 +162,24 @@ def seeded_trials(trials: list[Trial], seeds: list[int] | None) -> list[tuple[Tr
     for trial in trials:
         if any(path == "train_seed" for path, _ in trial.changes):
             raise ValueError(f"trial {trial.name!r} sets train_seed itself; drop it there or drop --seeds")
-        runs += [(Trial(f"{trial.name}-seed{seed}", (*trial.changes, ("train_seed", seed))), trial.name)
-                 for seed in seeds]
+        runs += [(replace(trial, name=f"{trial.name}-seed{seed}", changes=(*trial.changes, ("train_seed", seed))),
+                  trial.name) for seed in seeds]
     return runs
+
+
+def planned_runs(trials: list[Trial], variant: Variant, seeds: list[int] | None) -> list[tuple[Trial, str]]:
+    """``seeded_trials``, once every trial can run on ``variant``: an ``aat`` trial needs its adapter."""
+    with_aat = [t.name for t in trials if t.aat]
+    if with_aat and not variant.use_aat:
+        raise ValueError(f"trial {with_aat[0]!r} trains the annealing adapter, which variant {variant.name!r} "
+                         "does not have: search --variant full (or wo_gct, wo_dki)")
+    return seeded_trials(trials, seeds)
 
 
 def trial_recipe(recipe: TrainRecipe, trial: Trial, max_steps: int | None = None) -> TrainRecipe:
     """The recipe a trial trains: its changes, then ``max_steps`` stage-1 steps unless it sets its own.
-    Those are exact (the stage's clock budget goes), so trials compare at equal steps on any GPU."""
+    Those are exact (the stage's clock budget goes), so trials compare at equal steps on any GPU.
+    Stage 2 (an ``aat`` trial's) trains as its recipe and the trial's changes say."""
     changed = apply_changes(recipe, trial.changes)
     paths = {path for path, _ in trial.changes}
     if max_steps and "stage1.max_steps" not in paths:
@@ -177,14 +206,15 @@ def run_search(
     tables=None,
     seeds: list[int] | None = None,
 ) -> list[dict]:
-    """Train each trial's stage 1 and rank the trials by validation NDCG@10 (then Recall@10).
+    """Train each trial's stage 1 (and an ``aat`` trial's stage 2) and rank the trials by validation
+    NDCG@10 (then Recall@10).
 
     ``load_model`` (tests) returns a fresh (model, tokenizer) per trial; by default the backbone is
     loaded from ``base``. A trial whose training fails is recorded with its error, and the search
     goes on: one bad setting must not cost the others. With ``seeds``, every trial trains once per
     training seed and ``search.json`` also holds the trials pooled over their seeds (``pooled``).
     """
-    runs = seeded_trials(trials, seeds)  # refuses a bad seed list before anything loads
+    runs = planned_runs(trials, variant, seeds)  # refuses what cannot run before anything loads
     from eager.llm.pipeline import embedding_tables, train_variant, variant_index
 
     out = Path(out_dir)
@@ -197,7 +227,9 @@ def run_search(
     results: list[dict] = []
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
     family = {trial.name: origin for trial, origin in runs}  # a seeded run -> the trial it is a seed of
-    seed_of = {trial.name: dict(trial.changes).get("train_seed") for trial, _ in runs}
+    family |= {f"{trial.name}.stage1": f"{origin}.stage1" for trial, origin in runs if trial.aat}
+    seed_of = {name: dict(trial.changes).get("train_seed") for trial, _ in runs
+               for name in (trial.name, f"{trial.name}.stage1")}
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
@@ -215,33 +247,49 @@ def run_search(
     for trial, origin in runs:
         changed = trial_recipe(recipe, trial, max_steps)
         model, tokenizer = load_model() if load_model else (None, None)
-        row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes},
+        row = {"trial": trial.name, "changes": {k: v for k, v in trial.changes}, "aat": trial.aat,
                "popularity": popularity_on_selection(data, changed)}  # on this trial's validation users
         try:
-            run = train_variant(data, stage1_only, changed, out / trial.name, artifacts, base, progress=progress,
-                                model=model, tokenizer=tokenizer, index=index, tables=tables, restart=restart)
+            run = train_variant(data, variant if trial.aat else stage1_only, changed, out / trial.name, artifacts,
+                                base, progress=progress, model=model, tokenizer=tokenizer, index=index,
+                                tables=tables, restart=restart)
         except Exception as err:  # noqa: BLE001 - recorded, and the next trial runs
             row["error"] = f"{type(err).__name__}: {err}"
             traceback.print_exc()  # where it failed goes to the log; the table keeps the message
             results.append(row)
             write()
             continue
-        last = run["history"][-1]
-        row.update({
-            "valid_users": run["selection"]["users"], "valid_recall@10": run["selection"]["recall@10"],
-            "valid_ndcg@10": run["selection"]["ndcg@10"], "steps": last["step"], "tokens": last["tokens"],
-            "tokens_per_s": last["tokens_per_s"], "tokens_per_s_steady": last.get("tokens_per_s_steady"),
-            "loss_lm": last.get("loss_lm"), "seconds": last["seconds"],
-        })
-        if seeds:
-            row |= {"seed_of": origin, "train_seed": changed.training_seed}
-        if run.get("selection_ranks") is not None:
-            evaluations[trial.name] = selection_evaluation(data, changed, trial.name, run["selection_ranks"])
-            row["vs_reference"] = paired_with_reference(evaluations, trial.name, same_seed_reference(
-                evaluations, family, seed_of, trial.name) if seeds else None)
-        results.append(row)
+        stage_rows = [row]
+        if trial.aat:  # its stage-1 model, scored before the adapter: wo_aat at these stage-1 steps
+            stage_rows.append({"trial": f"{trial.name}.stage1", "changes": row["changes"], "aat": False,
+                               "stage1_of": trial.name, "popularity": row["popularity"]})
+        for stage_row, stage_names in zip(stage_rows, (list(run["stage_selections"]), ["stage1"])):
+            selection = run["stage_selections"][stage_names[-1]]
+            stage_row.update({"valid_users": selection["users"], "valid_recall@10": selection["recall@10"],
+                              "valid_ndcg@10": selection["ndcg@10"], **_trained(run["history"], stage_names)})
+            if seeds:
+                stage_row |= {"seed_of": family[stage_row["trial"]], "train_seed": changed.training_seed}
+            if selection.get("ranks") is not None:
+                name = stage_row["trial"]
+                evaluations[name] = selection_evaluation(data, changed, name, selection["ranks"])
+                stage_row["vs_reference"] = paired_with_reference(evaluations, name, same_seed_reference(
+                    evaluations, family, seed_of, name) if seeds else None)
+        results.extend(stage_rows)
         write()
     return results
+
+
+def _trained(history: list[dict], stages: list[str]) -> dict:
+    """Steps, tokens and seconds over ``stages`` (each stage counts its own), the last one's speed and
+    loss; per stage too where there are several."""
+    last = {s: [r for r in history if r["stage"] == s][-1] for s in stages}
+    final = last[stages[-1]]
+    trained = {"steps": sum(r["step"] for r in last.values()), "tokens": sum(r["tokens"] for r in last.values()),
+               "tokens_per_s": final["tokens_per_s"], "tokens_per_s_steady": final.get("tokens_per_s_steady"),
+               "loss_lm": final.get("loss_lm"), "seconds": round(sum(r["seconds"] for r in last.values()), 1)}
+    if len(stages) > 1:
+        trained["stage_steps"] = {s: r["step"] for s, r in last.items()}
+    return trained
 
 
 def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, ranks: list) -> Evaluation:
@@ -315,18 +363,23 @@ def popularity_on_selection(data: InteractionData, recipe: TrainRecipe) -> dict:
 
 
 def search_table(record: dict) -> str:
-    title = (f"Stage-1 trials on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), "
-             "best validation NDCG@10 first:")
+    scope = "Trials (stage 1, and the annealing adapter where `+ AAT`)" if any(
+        r.get("aat") for r in record["trials"]) else "Stage-1 trials"
+    title = f"{scope} on {record['dataset']} ({record['variant']}, around `{record['base_recipe']}`), " \
+            "best validation NDCG@10 first:"
     reference = record.get("reference")
     lines = [title, "", f"| trial | changes | steps | valid R@10 | valid N@10 | N@10 − {reference or 'reference'} "
              "(95 % interval, p) | LM loss | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in record["trials"]:
-        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
+        changes = ", ".join(["+ AAT"] * bool(r.get("aat")) + [f"{k}={v}" for k, v in r["changes"].items()]) or "—"
+        if r.get("stage1_of"):
+            changes = f"stage 1 of {r['stage1_of']}"
         if "error" in r:
             lines.append(f"| {r['trial']} | {changes} | failed: {r['error'][:80]} | | | | | |")
             continue
         loss = f"{r['loss_lm']:.3f}" if r.get("loss_lm") is not None else "—"
-        lines.append(f"| {r['trial']} | {changes} | {r['steps']} | {r['valid_recall@10']:.4f} | "
+        steps = " + ".join(map(str, r["stage_steps"].values())) if r.get("stage_steps") else r["steps"]
+        lines.append(f"| {r['trial']} | {changes} | {steps} | {r['valid_recall@10']:.4f} | "
                      f"{r['valid_ndcg@10']:.4f} | {_paired_cell(r, reference)} | {loss} | {r['tokens_per_s']:,} |")
     pop = record.get("popularity")
     if pop:
