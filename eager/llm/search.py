@@ -17,14 +17,15 @@ seeds as well as the users (``eager.eval.compare``).
 
 A trial with ``aat`` trains the variant's annealing adapter after its stage 1, as ``eager train``
 does, and is scored after it; its stage-1 model is scored too, as a row of its own
-(``NAME.stage1``). That makes the adapter's control one search: the adapter against stage 1 trained
-as many steps in all, both against the same stage 1 without either, on the same users
-(``--max-steps 274 --trial 'aat:aat=1,stage2.max_steps=188' --trial 'stage1-462:stage1.max_steps=462'``).
+(``NAME.stage1``). That makes the adapter's control one search on one set of users: stage 1 + the
+adapter, that stage 1 alone, and stage 1 trained as many steps in all (below; a trial's own
+``max_steps`` keeps that stage's clock unless it drops ``max_minutes`` too).
 
     eager search --dataset beauty --recipe gpu-lease --trial base --trial lr-2e-3 --max-steps 150
     eager search --dataset scientific --recipe cpu-compact --trial base --trial history-5 --seeds 42,7
-    eager search --dataset beauty --recipe gpu-lease --max-steps 274 --trial 'aat:aat=1,stage2.max_steps=188' \
-        --trial 'stage1-462:stage1.max_steps=462'
+    eager search --dataset beauty --recipe gpu-lease --max-steps 274 \
+        --trial 'aat:aat=1,stage2.max_minutes=None,stage2.max_steps=188' \
+        --trial 'stage1-462:stage1.max_minutes=None,stage1.max_steps=462'
 """
 
 from __future__ import annotations
