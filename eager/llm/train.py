@@ -86,15 +86,27 @@ class CompiledLayers:
         self.layers = list(causal_lm(model).model.layers) if enabled else []
         # One graph serves every layer (same code, parameters as inputs); lengths vary per batch.
         self.compiled = [torch.compile(layer.forward, dynamic=True) for layer in self.layers]
+        self.dynamo_settings = None
 
     def __enter__(self):
         for layer, forward in zip(self.layers, self.compiled):
             layer.forward = forward
+        # transformers >= 5.25 routes some layers' functions through the `kernels` package, whose
+        # forward sets a context variable and resets it before returning. Under activation
+        # checkpointing dynamo will not compile a side effect the recompute would replay, and breaks
+        # the graph; a set undone inside the same forward has nothing to replay, so it may skip it.
+        # (A torch release without the setting keeps the break: part of each layer runs eagerly, slower.)
+        if self.layers and hasattr(torch._dynamo.config, "skip_fwd_side_effects_in_bwd_under_checkpoint"):
+            self.dynamo_settings = torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=True)
+            self.dynamo_settings.__enter__()
         return self
 
     def __exit__(self, *exc):
         for layer in self.layers:
             del layer.forward  # back to the class's forward
+        if self.dynamo_settings is not None:
+            self.dynamo_settings.__exit__(*exc)
+            self.dynamo_settings = None
         return False
 
 
