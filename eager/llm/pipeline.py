@@ -168,9 +168,9 @@ def train_variant(
     write_manifest(out)
     for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
         state.unlink()
+    # Each stage's own best validation with its per-user ranks, for paired comparisons (eager search):
+    # the last is the checkpoint's; AAT's stage 1 is `wo_aat` at its steps.
     return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
-            "selection_ranks": stages[-1]["best"].get("ranks"),  # per user, for paired comparisons (eager search)
-            # Each stage's own best validation (with its per-user ranks): AAT's stage 1 is `wo_aat` at its steps.
             "stage_selections": {s["name"]: s["best"] for s in stages}}
 
 

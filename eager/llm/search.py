@@ -229,8 +229,8 @@ def run_search(
     evaluations: dict[str, Evaluation] = {}  # per-user validation ranks of each trial that trained
     family = {trial.name: origin for trial, origin in runs}  # a seeded run -> the trial it is a seed of
     family |= {f"{trial.name}.stage1": f"{origin}.stage1" for trial, origin in runs if trial.aat}
-    seed_of = {name: dict(trial.changes).get("train_seed") for trial, _ in runs
-               for name in (trial.name, f"{trial.name}.stage1")}
+    seed_of = {trial.name: dict(trial.changes).get("train_seed") for trial, _ in runs}
+    seed_of |= {f"{name}.stage1": seed for name, seed in seed_of.items() if f"{name}.stage1" in family}
 
     def write() -> None:  # after every trial, so a search stopped by a clock keeps what it measured
         results.sort(key=lambda r: (r.get("valid_ndcg@10", -1.0), r.get("valid_recall@10", -1.0)), reverse=True)
@@ -260,11 +260,11 @@ def run_search(
             results.append(row)
             write()
             continue
-        stage_rows = [row]
+        scored = [(row, list(run["stage_selections"]))]  # each row with the stages its model trained
         if trial.aat:  # its stage-1 model, scored before the adapter: wo_aat at these stage-1 steps
-            stage_rows.append({"trial": f"{trial.name}.stage1", "changes": row["changes"], "aat": False,
-                               "stage1_of": trial.name, "popularity": row["popularity"]})
-        for stage_row, stage_names in zip(stage_rows, (list(run["stage_selections"]), ["stage1"])):
+            scored.append(({"trial": f"{trial.name}.stage1", "changes": row["changes"], "aat": False,
+                            "stage1_of": trial.name, "popularity": row["popularity"]}, ["stage1"]))
+        for stage_row, stage_names in scored:
             selection = run["stage_selections"][stage_names[-1]]
             stage_row.update({"valid_users": selection["users"], "valid_recall@10": selection["recall@10"],
                               "valid_ndcg@10": selection["ndcg@10"], **_trained(run["history"], stage_names)})
@@ -275,7 +275,7 @@ def run_search(
                 evaluations[name] = selection_evaluation(data, changed, name, selection["ranks"])
                 stage_row["vs_reference"] = paired_with_reference(evaluations, name, same_seed_reference(
                     evaluations, family, seed_of, name) if seeds else None)
-        results.extend(stage_rows)
+        results.extend(r for r, _ in scored)
         write()
     return results
 
