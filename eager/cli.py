@@ -312,14 +312,15 @@ def _probe_item2index(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from eager.eval.compare import comparison_table, compare_evaluations, read_evaluation
+    from eager.eval.compare import comparison_table, compare_evaluations
 
     names = args.names.split(",") if args.names else [None, None]
     if len(names) != 2:
         raise ValueError(f"--names takes two names, A,B (got {args.names!r})")
     # Several comma-separated evaluations on a side are runs of one system (e.g. training seeds).
-    a = [read_evaluation(path, names[0]) for path in _comma_list(args.a)]
-    b = [read_evaluation(path, names[1]) for path in _comma_list(args.b)]
+    read = _evaluation_reader(args.data_root)
+    a = [read(spec, names[0]) for spec in _comma_list(args.a)]
+    b = [read(spec, names[1]) for spec in _comma_list(args.b)]
     metrics = _comma_list(args.metrics)
     if args.by:
         result = _compare_by_group(a, b, metrics, args)
@@ -337,6 +338,30 @@ def cmd_compare(args) -> None:
 
             print(f"\nWithin groups of users, by {GROUPINGS[args.by]}:\n")
             print(grouped_table(result))
+
+
+def _evaluation_reader(data_root):
+    """Reads an evaluation folder or file, or a search trial as ``SEARCH_DIR:TRIAL`` (its validation
+    ranks; the dataset it names is loaded once, to rebuild its users and targets)."""
+    from dataclasses import replace
+
+    from eager.data import load_dataset
+    from eager.eval.compare import read_evaluation
+    from eager.llm.search import read_search_trial, trial_evaluation
+
+    datasets: dict = {}
+
+    def read(spec: str, name: str | None):
+        search_dir, sep, trial = spec.rpartition(":")
+        if Path(spec).exists() or not sep or not Path(search_dir).is_dir():
+            return read_evaluation(spec, name)
+        dataset = read_search_trial(search_dir, trial)[0]["dataset"]  # a bad trial is named before data loads
+        if dataset not in datasets:
+            datasets[dataset] = load_dataset(dataset, data_root)
+        evaluation = trial_evaluation(search_dir, trial, datasets[dataset])
+        return replace(evaluation, name=name) if name else evaluation
+
+    return read
 
 
 def _compare_by_group(a, b, metrics, args) -> dict:
@@ -533,8 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = stages.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
     compare.add_argument("a", help="evaluation A: a folder written by `eager eval` / `eager baseline` "
-                         "(predictions.jsonl + metrics.json) or a predictions.jsonl file; several, comma-separated, "
-                         "are runs of one system (e.g. training seeds), averaged per user before the pairing")
+                         "(predictions.jsonl + metrics.json), a predictions.jsonl file, or a search trial's "
+                         "validation as SEARCH_DIR:TRIAL (an `eager search --out` folder); several, "
+                         "comma-separated, are runs of one system (e.g. training seeds), averaged per user "
+                         "before the pairing")
     compare.add_argument("b", help="evaluation B (one or several runs, as A), of the same split and users")
     compare.add_argument("--names", help="names for the table, A,B (default: the model each metrics.json names)")
     compare.add_argument("--metrics", default="recall@5,recall@10,ndcg@5,ndcg@10")

@@ -3,8 +3,8 @@
     EAGER_DATA_ROOT=../shared/data python scripts/rescore_selection.py CHECKPOINT [SEARCH_DIR TRIAL] [--ranks FILE] [--out FILE.json]
         [--also-a SEARCH_DIR:TRIAL ...] [--also-b SEARCH_DIR:TRIAL ...] [--eval-users N] [--max-history N]
 
-`eager search` compares its trials with the first one in the same search. A trial run in another
-search (another session, another variant) can still be paired with a shipped checkpoint when both
+`eager search` compares its trials with the first one in the same search, and `eager compare
+DIR:TRIAL ...` pairs trials of different searches. A trial can also be paired with a shipped checkpoint when both
 were selected on the same users: the checkpoint's recipe (seed, eval_users, max_users,
 max_history) fixes them. This re-scores the checkpoint's model on those users with the trainer's
 own validation (20-beam constrained search, fp32), prints its Recall/NDCG@10 (which should repeat

@@ -8,7 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eager.llm.recipes import GPU_LEASE_RECIPE, get_variant
-from eager.llm.search import LEASE_TRIALS, Trial, apply_changes, parse_trial, run_search, trial_recipe
+from eager.eval.compare import compare_evaluations
+from eager.llm.search import (LEASE_TRIALS, Trial, apply_changes, parse_trial, run_search, trial_evaluation,
+                               trial_recipe)
+from tests.conftest import make_cyclic_data
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 
@@ -256,6 +259,20 @@ def test_seeds_train_every_trial_once_each_and_pool_them(cyclic_data, base_dir, 
         assert paired["difference"] == pytest.approx(mean("fast") - mean("base"))
         assert paired["runs_ci_low"] <= paired["runs_ci_high"]
     assert "runs_ci_low" not in by_name["fast-seed7"]["vs_reference"]["ndcg@10"]  # one run a side
+    # Read back from the folder (as `eager compare DIR:TRIAL` does for seeds searched apart), the
+    # trials pool to the search's own numbers: the users and targets rebuild from the checkpoints.
+    read = {name: trial_evaluation(tmp_path / "search", name, cyclic_data) for name in by_name}
+    assert read["fast-seed7"].ranks == json.loads((tmp_path / "search" / "valid_ranks.json").read_text())["fast-seed7"]
+    rebuilt = compare_evaluations([read["base-seed42"], read["base-seed7"]], [read["fast-seed42"], read["fast-seed7"]],
+                                  ("recall@10", "ndcg@10"))
+    for row in rebuilt["metrics"]:
+        own = fast["vs_reference"][row["metric"]]
+        assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx(
+            (own["difference"], own["ci_low"], own["ci_high"]))
+    with pytest.raises(ValueError, match="has no scored trial 'fast'; it has base-seed42"):
+        trial_evaluation(tmp_path / "search", "fast", cyclic_data)  # the family, not a run of it
+    with pytest.raises(ValueError, match="holds ranks for 8 users, but its recipe selects 8 others"):
+        trial_evaluation(tmp_path / "search", "fast-seed7", make_cyclic_data(num_users=30))  # other users drawn
     table = (tmp_path / "search" / "search.md").read_text()
     assert "Pooled over training seeds 42, 7" in table and "| fast | 42, 7 |" in table.split("Pooled")[1]
     fast7 = next(line for line in table.splitlines() if line.startswith("| fast-seed7 |"))
@@ -345,3 +362,20 @@ def test_cli_refuses_an_aat_trial_without_an_adapter_before_loading_anything(tmp
     with pytest.raises(SystemExit, match="does not have: search --variant full"):
         main(["search", "--dataset", "beauty", "--variant", "wo_aat", "--trial", "a:aat=1",
               "--data-root", str(tmp_path / "no-data")])
+
+
+def test_cli_compare_names_a_bad_search_trial_before_loading_data(tmp_path, capsys):
+    from eager.cli import main
+
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "search.json").write_text(json.dumps({"trials": [{"trial": "bad", "error": "RuntimeError: out of memory"},
+                                                               {"trial": "good"}]}))
+    (search / "valid_ranks.json").write_text(json.dumps({"good": {"U001": 1}}))
+    no_data = ["--data-root", str(tmp_path / "no-data")]
+    assert main(["compare", f"{search}:bad", f"{search}:good", *no_data]) == 2
+    assert "no scored trial 'bad' (it failed: RuntimeError: out of memory); it has good" in capsys.readouterr().err
+    assert main(["compare", f"{search}:good", f"{search}:good", *no_data]) == 2
+    assert "good/config.json: not found; trial 'good'" in capsys.readouterr().err
+    assert main(["compare", f"{tmp_path}:good", f"{search}:good", *no_data]) == 2
+    assert "no search.json and valid_ranks.json there" in capsys.readouterr().err

@@ -13,7 +13,8 @@ A rerun of one trial with another training seed moves validation about as much a
 (docs/levers.md, "The noise floor"), so ``seeds`` trains every trial once per seed (``NAME-seedN``,
 each paired with the reference trial's run of the same seed) and adds a pooled table: each
 trial's seeds averaged per user against the reference's, with the interval that resamples the
-seeds as well as the users (``eager.eval.compare``).
+seeds as well as the users (``eager.eval.compare``). Seeds searched apart pool the same way:
+``eager compare`` reads a trial of any search as ``SEARCH_DIR:TRIAL`` (``trial_evaluation``).
 
 A trial with ``aat`` trains the variant's annealing adapter after its stage 1, as ``eager train``
 does, and is scored after it; its stage-1 model is scored too, as a row of its own
@@ -39,7 +40,7 @@ from pathlib import Path
 from eager.data.dataset import InteractionData
 from eager.eval.compare import Evaluation, compare_evaluations
 from eager.llm.recipes import TrainRecipe, Variant
-from eager.llm.validation import selection_cases
+from eager.llm.validation import recorded_selection_recipe, selection_cases
 
 # What a trial is compared with its reference on (the trainer validates at 10).
 PAIRED_METRICS = ("recall@10", "ndcg@10")
@@ -299,6 +300,44 @@ def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, 
     users = [data.user_keys[c.user] for c in cases]
     return Evaluation(name, {u: data.item_keys[c.target] for u, c in zip(users, cases)}, dict(zip(users, ranks)),
                       dataset=data.name, split="valid", source=f"trial {name}")
+
+
+def read_search_trial(search_dir: str | Path, trial: str) -> tuple[dict, dict]:
+    """A scored trial of a finished (or clock-stopped) search: the config its checkpoint records and
+    its per-user validation ranks. Runs of one system searched apart (another seed in another
+    session) pool from these, with ``trial_evaluation``, as a search's own seeds do."""
+    folder = Path(search_dir)
+    ranks_file, record_file = folder / "valid_ranks.json", folder / "search.json"
+    if not ranks_file.is_file() or not record_file.is_file():
+        raise FileNotFoundError(f"{folder}: no search.json and valid_ranks.json there; give a folder written by "
+                                "`eager search --out`")
+    ranks = json.loads(ranks_file.read_text())
+    rows = {r["trial"]: r for r in json.loads(record_file.read_text())["trials"]}
+    if trial not in ranks:
+        failed = f" (it failed: {rows[trial]['error']})" if "error" in rows.get(trial, {}) else ""
+        raise ValueError(f"{folder} has no scored trial {trial!r}{failed}; it has {', '.join(sorted(ranks))}")
+    # An ``aat`` trial's stage-1 row shares its checkpoint folder, and so its validation users.
+    config = folder / rows.get(trial, {}).get("stage1_of", trial) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: not found; trial {trial!r}'s checkpoint names the users it was validated "
+                                "on, so keep the search folder whole")
+    return json.loads(config.read_text()), ranks[trial]
+
+
+def trial_evaluation(search_dir: str | Path, trial: str, data: InteractionData) -> Evaluation:
+    """A search trial's validation as an evaluation, its users and targets rebuilt from the recipe
+    its checkpoint records (seed, eval_users, max_users decide them)."""
+    config, ranks = read_search_trial(search_dir, trial)
+    if config["dataset"] != data.name:
+        raise ValueError(f"trial {trial!r} of {search_dir} validated {config['dataset']!r}, not {data.name!r}")
+    recipe = recorded_selection_recipe(config)
+    users = [data.user_keys[c.user] for c in selection_cases(data, recipe)]
+    if set(users) != set(ranks):
+        raise ValueError(f"trial {trial!r} of {search_dir} holds ranks for {len(ranks)} users, but its recipe "
+                         f"selects {len(users)} others from this copy of {data.name}: is it the dataset it "
+                         "was searched on?")
+    return replace(selection_evaluation(data, recipe, trial, [ranks[u] for u in users]),
+                   source=f"{search_dir}:{trial}")
 
 
 def paired_with_reference(evaluations: dict[str, Evaluation], name: str, reference: str | None = None) -> dict | None:
