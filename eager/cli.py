@@ -355,10 +355,11 @@ def _evaluation_reader(data_root):
         search_dir, sep, trial = spec.rpartition(":")
         if Path(spec).exists() or not sep or not Path(search_dir).is_dir():
             return read_evaluation(spec, name)
-        dataset = read_search_trial(search_dir, trial)[0]["dataset"]  # a bad trial is named before data loads
+        recorded = read_search_trial(search_dir, trial)  # a bad trial is named before data loads
+        dataset = recorded[0]["dataset"]
         if dataset not in datasets:
             datasets[dataset] = load_dataset(dataset, data_root)
-        evaluation = trial_evaluation(search_dir, trial, datasets[dataset])
+        evaluation = trial_evaluation(search_dir, trial, datasets[dataset], recorded)
         return replace(evaluation, name=name) if name else evaluation
 
     return read

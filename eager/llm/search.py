@@ -297,9 +297,14 @@ def _trained(history: list[dict], stages: list[str]) -> dict:
 def selection_evaluation(data: InteractionData, recipe: TrainRecipe, name: str, ranks: list) -> Evaluation:
     """A trial's validation as an evaluation of its selection users (ranks come in their order)."""
     cases = selection_cases(data, recipe)
-    users = [data.user_keys[c.user] for c in cases]
-    return Evaluation(name, {u: data.item_keys[c.target] for u, c in zip(users, cases)}, dict(zip(users, ranks)),
-                      dataset=data.name, split="valid", source=f"trial {name}")
+    return _cases_evaluation(data, cases, name, dict(zip((data.user_keys[c.user] for c in cases), ranks)),
+                             f"trial {name}")
+
+
+def _cases_evaluation(data: InteractionData, cases: list, name: str, ranks: dict, source: str) -> Evaluation:
+    users = [data.user_keys[c.user] for c in cases]  # in the cases' order, the harness's
+    return Evaluation(name, {u: data.item_keys[c.target] for u, c in zip(users, cases)}, {u: ranks[u] for u in users},
+                      dataset=data.name, split="valid", source=source)
 
 
 def read_search_trial(search_dir: str | Path, trial: str) -> tuple[dict, dict]:
@@ -324,20 +329,20 @@ def read_search_trial(search_dir: str | Path, trial: str) -> tuple[dict, dict]:
     return json.loads(config.read_text()), ranks[trial]
 
 
-def trial_evaluation(search_dir: str | Path, trial: str, data: InteractionData) -> Evaluation:
+def trial_evaluation(search_dir: str | Path, trial: str, data: InteractionData,
+                     recorded: tuple[dict, dict] | None = None) -> Evaluation:
     """A search trial's validation as an evaluation, its users and targets rebuilt from the recipe
-    its checkpoint records (seed, eval_users, max_users decide them)."""
-    config, ranks = read_search_trial(search_dir, trial)
+    its checkpoint records (seed, eval_users, max_users decide them). ``recorded``: what
+    ``read_search_trial`` returned, where the caller has read it already."""
+    config, ranks = recorded or read_search_trial(search_dir, trial)
     if config["dataset"] != data.name:
         raise ValueError(f"trial {trial!r} of {search_dir} validated {config['dataset']!r}, not {data.name!r}")
-    recipe = recorded_selection_recipe(config)
-    users = [data.user_keys[c.user] for c in selection_cases(data, recipe)]
-    if set(users) != set(ranks):
+    cases = selection_cases(data, recorded_selection_recipe(config))
+    if {data.user_keys[c.user] for c in cases} != set(ranks):
         raise ValueError(f"trial {trial!r} of {search_dir} holds ranks for {len(ranks)} users, but its recipe "
-                         f"selects {len(users)} others from this copy of {data.name}: is it the dataset it "
+                         f"selects {len(cases)} others from this copy of {data.name}: is it the dataset it "
                          "was searched on?")
-    return replace(selection_evaluation(data, recipe, trial, [ranks[u] for u in users]),
-                   source=f"{search_dir}:{trial}")
+    return _cases_evaluation(data, cases, trial, ranks, f"{search_dir}:{trial}")
 
 
 def paired_with_reference(evaluations: dict[str, Evaluation], name: str, reference: str | None = None) -> dict | None:
