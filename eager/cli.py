@@ -341,28 +341,50 @@ def cmd_compare(args) -> None:
 
 
 def _evaluation_reader(data_root):
-    """Reads an evaluation folder or file, or a search trial as ``SEARCH_DIR:TRIAL`` (its validation
-    ranks; the dataset it names is loaded once, to rebuild its users and targets)."""
+    """Reads an evaluation folder or file, a rank file (``ranks.json``, or a folder holding one and no
+    predictions), or a search trial as ``SEARCH_DIR:TRIAL`` (its validation ranks). The last two name
+    their dataset, which is loaded once, to rebuild their users and targets."""
     from dataclasses import replace
 
     from eager.data import load_dataset
     from eager.eval.compare import read_evaluation
+    from eager.eval.harness import PREDICTIONS_FILE
+    from eager.eval.rank_file import RANKS_FILE, read_rank_file, read_rank_header
     from eager.llm.search import read_search_trial, trial_evaluation
 
     datasets: dict = {}
 
+    def dataset(name: str):
+        if name not in datasets:
+            datasets[name] = load_dataset(name, data_root)
+        return datasets[name]
+
     def read(spec: str, name: str | None):
+        header = read_rank_header(spec)
+        if header is not None and not (Path(spec) / PREDICTIONS_FILE).is_file():
+            path = Path(spec) / RANKS_FILE if Path(spec).is_dir() else spec
+            return read_rank_file(path, dataset(header["dataset"]), name)
         search_dir, sep, trial = spec.rpartition(":")
         if Path(spec).exists() or not sep or not Path(search_dir).is_dir():
             return read_evaluation(spec, name)
         recorded = read_search_trial(search_dir, trial)  # a bad trial is named before data loads
-        dataset = recorded[0]["dataset"]
-        if dataset not in datasets:
-            datasets[dataset] = load_dataset(dataset, data_root)
-        evaluation = trial_evaluation(search_dir, trial, datasets[dataset], recorded)
+        evaluation = trial_evaluation(search_dir, trial, dataset(recorded[0]["dataset"]), recorded)
         return replace(evaluation, name=name) if name else evaluation
 
     return read
+
+
+def cmd_ranks(args) -> None:
+    from eager.eval.compare import read_evaluation
+    from eager.eval.rank_file import RANKS_FILE, evaluation_rank_record, write_rank_file
+
+    evaluation = read_evaluation(args.evaluation)
+    source = Path(args.evaluation)
+    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / RANKS_FILE
+    record = evaluation_rank_record(evaluation)
+    write_rank_file(out, record)
+    line = {k: record[k] for k in ("dataset", "split", "model", "users")}
+    print(json.dumps({**line, "out": str(out), "bytes": out.stat().st_size}))
 
 
 def _compare_by_group(a, b, metrics, args) -> dict:
@@ -559,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = stages.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
     compare.add_argument("a", help="evaluation A: a folder written by `eager eval` / `eager baseline` "
-                         "(predictions.jsonl + metrics.json), a predictions.jsonl file, or a search trial's "
+                         "(predictions.jsonl + metrics.json), a predictions.jsonl file, a rank file (ranks.json, "
+                         "from `eager eval --out` or `eager ranks`; read against the dataset), or a search trial's "
                          "validation as SEARCH_DIR:TRIAL (an `eager search --out` folder); several, "
                          "comma-separated, are runs of one system (e.g. training seeds), averaged per user "
                          "before the pairing")
@@ -577,6 +600,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--groups", type=int, default=3, help="how many groups --by makes (about equal in users)")
     _add_data_root(compare)
     compare.set_defaults(func=cmd_compare)
+
+    ranks = stages.add_parser("ranks", help="an evaluation's per-user target ranks, without the data: a file small "
+                              "enough to commit that `eager compare` pairs again later")
+    ranks.add_argument("evaluation", help="a folder written by `eager eval` / `eager baseline`, or its predictions.jsonl "
+                       "(its metrics.json must name the dataset and split)")
+    ranks.add_argument("--out", help="where to write it (default: ranks.json beside the predictions)")
+    ranks.set_defaults(func=cmd_ranks)
 
     bench = stages.add_parser("bench", help="serving speed: the engine against HF generate, same run")
     bench_cmds = bench.add_subparsers(dest="action", required=True)

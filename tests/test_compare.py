@@ -213,3 +213,67 @@ def test_runs_that_disagree_widen_the_interval_that_resamples_them():
     assert same["runs_ci_high"] == pytest.approx(same["ci_high"], abs=0.02)
     single = compare_evaluations(a[0], b[0], metrics=["recall@10"], resamples=RESAMPLES)["metrics"][0]
     assert "runs_ci_low" not in single and "a_runs" not in single
+
+
+def test_a_rank_file_holds_no_keys_and_reads_back_as_its_predictions(cyclic_data, tmp_path):
+    from eager.eval.rank_file import RANKS_FILE, read_rank_file
+    from tests.conftest import make_cyclic_data
+
+    folder, _ = _write(cyclic_data, tmp_path, "model", lambda n: (n % 13) + 1 if n % 4 else None)
+    text = (folder / RANKS_FILE).read_text()
+    assert not any(key in text for key in cyclic_data.user_keys + cyclic_data.item_keys)  # the split stays private
+    from_predictions = read_evaluation(folder)
+    from_ranks = read_rank_file(folder / RANKS_FILE, cyclic_data)
+    assert from_ranks.targets == from_predictions.targets and list(from_ranks.targets) == list(from_predictions.targets)
+    assert from_ranks.ranks == from_predictions.ranks and None in from_ranks.ranks.values()
+    assert (from_ranks.dataset, from_ranks.split, from_ranks.name) == ("cyclic", "test", "model")
+    assert from_ranks.depth == from_predictions.depth > 0
+    assert compare_evaluations(from_ranks, from_predictions, resamples=RESAMPLES)["metrics"][0]["difference"] == 0
+
+    other = make_cyclic_data(seed=1)  # same names and sizes, other sequences: other held-out items
+    with pytest.raises(ValueError, match="other \\(user, target\\) pairs"):
+        read_rank_file(folder / RANKS_FILE, other)
+    renamed = make_cyclic_data()
+    renamed.name = "elsewhere"
+    with pytest.raises(ValueError, match="holds ranks on 'cyclic', not 'elsewhere'"):
+        read_rank_file(folder / RANKS_FILE, renamed)
+    record = json.loads(text)
+    record["ranks"], record["users"] = record["ranks"][:5], 5
+    (tmp_path / "short.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="covers a whole split"):
+        read_rank_file(tmp_path / "short.json", cyclic_data)
+    with pytest.raises(ValueError, match="not a rank file"):
+        read_rank_file(folder / "metrics.json", cyclic_data)
+
+
+def test_rank_files_pair_through_the_command_as_the_predictions_do(shared_data, tmp_path, capsys):
+    from eager.baselines.popularity import run_popularity
+    from eager.data import load_dataset
+
+    data = load_dataset("scientific", shared_data)
+    run_popularity(data, tmp_path / "pop")
+    test_dir = tmp_path / "pop" / "test"
+    written = (test_dir / "ranks.json").read_text()
+    (test_dir / "ranks.json").unlink()
+    assert main(["ranks", str(test_dir)]) == 0  # the same file, from the predictions
+    assert json.loads(capsys.readouterr().out)["users"] == len(eval_cases(data, "test"))
+    assert (test_dir / "ranks.json").read_text() == written
+    shifted = tmp_path / "shifted.jsonl"  # another system: every list one place lower
+    shifted.write_text("".join(json.dumps({**row, "ranked": ["none"] + row["ranked"][:-1]}) + "\n" for row in
+                               map(json.loads, (test_dir / "predictions.jsonl").read_text().splitlines())))
+    (tmp_path / "metrics.json").write_text((test_dir / "metrics.json").read_text())
+    assert main(["ranks", str(shifted), "--out", str(tmp_path / "kept" / "shifted.json")]) == 0
+    capsys.readouterr()
+    common = ["--resamples", str(RESAMPLES), "--data-root", str(shared_data), "--json", "--names", "a,b"]
+    assert main(["compare", str(test_dir), str(shifted), *common]) == 0
+    from_predictions = json.loads(capsys.readouterr().out)
+    assert main(["compare", str(test_dir / "ranks.json"), str(tmp_path / "kept" / "shifted.json"), *common]) == 0
+    from_ranks = json.loads(capsys.readouterr().out)
+    for result in (from_predictions, from_ranks):
+        for side in ("a", "b"):
+            result[side].pop("source", None)
+    assert from_ranks == from_predictions and from_ranks["metrics"][1]["difference"] < 0
+    # A folder holding ranks.json and no predictions reads as its rank file.
+    (tmp_path / "kept" / "shifted.json").rename(tmp_path / "kept" / "ranks.json")
+    assert main(["compare", str(tmp_path / "kept"), str(tmp_path / "kept"), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["users"] == from_ranks["users"]

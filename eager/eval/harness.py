@@ -1,8 +1,9 @@
 """The one evaluation path every model reports through.
 
 A model hands over its top-K ranked item *keys* per user; the harness scores them against the
-split's held-out items, writes ``predictions.jsonl`` (user, target, ranked list) and
-``metrics.json`` (metrics plus dataset, split, K, model and the config that produced them).
+split's held-out items, writes ``predictions.jsonl`` (user, target, ranked list),
+``metrics.json`` (metrics plus dataset, split, K, model and the config that produced them) and
+``ranks.json`` (each user's target rank alone, to commit and pair again later).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases, train_item_counts
 from eager.eval.metrics import DEFAULT_KS, metrics_from_ranks, target_rank
+from eager.eval.rank_file import RANKS_FILE, rank_record, write_rank_file
 from eager.utils import machine_line, timestamp
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -127,6 +129,11 @@ def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path
         for row in rows:
             f.write(json.dumps(row) + "\n")
     (out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    # What a later paired comparison needs, without the users' held-out items (eager.eval.rank_file).
+    record = rank_record(report["dataset"], report["split"], report["model"], [row["user"] for row in rows],
+                         [row["target"] for row in rows], [target_rank(row["ranked"], row["target"]) for row in rows],
+                         max((len(row["ranked"]) for row in rows), default=0))
+    write_rank_file(out / RANKS_FILE, record)
     return out
 
 
