@@ -16,6 +16,9 @@
 # $EAGER_PAIR_WITH names a checkpoint already trained (say checkpoints/DATASET/full, carried along) to
 # evaluate on the same splits after the run, unrecorded, so both predictions.jsonl come back and
 # `eager compare logs/eval_pair_test logs/eval_test` pairs the two user by user (~50 s a split on an H200).
+# Each evaluation folder also holds ranks.json, which pairs without the data's keys: commit it under
+# docs/measurements/ranks/, and pair later runs against it instead of re-evaluating (Beauty `full`'s
+# two seeds are there already).
 # For a dry run on CPU (into a scratch checkpoint: the default path is the shipped one):
 #   EAGER_RECIPE=cpu EAGER_TRAIN_ARGS="--max-steps 2 --eval-users 8 --max-users 200" EAGER_EVAL_LIMIT=16 \
 #     EAGER_CHECKPOINT=/tmp/dry/ckpt bash scripts/gpu_lease_run.sh /tmp/dry
@@ -90,8 +93,8 @@ cp "${EAGER_ARTIFACTS:-artifacts}/$dataset/train/$variant-$recipe/"{train_log.js
 grep -v "it/s\]$" "$log" | grep -iE "error|Traceback|exception" -A3 | tail -20
 pack
 
-# evaluate NAME CHECKPOINT SPLIT [--record]: one split into $logs/NAME_SPLIT (predictions.jsonl comes
-# back too, so runs can be compared user by user with `eager compare`); a limited run is never recorded.
+# evaluate NAME CHECKPOINT SPLIT [--record]: one split into $logs/NAME_SPLIT (predictions.jsonl and ranks.json
+# come back too, so runs can be compared user by user with `eager compare`); a limited run is never recorded.
 evaluate() {
   local name=$1 checkpoint=$2 split=$3 scope=${4:-} t0
   if [ "$(left)" -lt 60 ] || [ ! -f "$checkpoint/manifest.json" ]; then
