@@ -387,6 +387,16 @@ def cmd_ranks(args) -> None:
     print(json.dumps({**line, "out": str(out), "bytes": out.stat().st_size}))
 
 
+def cmd_rerun(args) -> None:
+    from eager.llm.pipeline import record_rerun
+
+    entry = record_rerun(args.checkpoint, args.rerun)
+    test = entry.get("test", {})
+    print(json.dumps({"checkpoint": args.checkpoint, "train_seed": entry["train_seed"],
+                      "recorded": [k for k in ("selection", "valid", "test") if k in entry],
+                      "test recall@10": test.get("recall@10"), "test ndcg@10": test.get("ndcg@10")}))
+
+
 def _compare_by_group(a, b, metrics, args) -> dict:
     from eager.data import load_dataset
     from eager.eval.breakdown import compare_by_group, group_users
@@ -607,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "(its metrics.json must name the dataset and split)")
     ranks.add_argument("--out", help="where to write it (default: ranks.json beside the predictions)")
     ranks.set_defaults(func=cmd_ranks)
+
+    rerun = stages.add_parser("rerun", help="record another training seed's run of a checkpoint's variant into its "
+                              "metrics.json, so the model card shows what a rerun moves")
+    rerun.add_argument("--checkpoint", required=True, help="the checkpoint that ships (its metrics.json gains `reruns`)")
+    rerun.add_argument("--from", dest="rerun", required=True, metavar="DIR",
+                       help="the rerun's checkpoint: same dataset, variant and recipe, another --train-seed, "
+                       "evaluated with `eager eval --record`")
+    rerun.set_defaults(func=cmd_rerun)
 
     bench = stages.add_parser("bench", help="serving speed: the engine against HF generate, same run")
     bench_cmds = bench.add_subparsers(dest="action", required=True)

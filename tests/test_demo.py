@@ -146,6 +146,47 @@ def test_compare_lookup_probe_and_model_card(service):
     assert {r["variant"] for r in card["rows"]} == set(VARIANTS) and "McAuley" in card["terms"]
 
 
+def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, base_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from eager.cli import main
+    from eager.data import load_dataset
+    from eager.demo import views
+    from eager.llm.checkpoint import read_config
+
+    shipped = tmp_path / "checkpoints" / "beauty"
+    shutil.copytree(demo_root / "checkpoints" / "beauty", shipped)
+    data = load_dataset("beauty", demo_root / "data")
+    recipe = replace(TEST_RECIPE, stage1=replace(TEST_RECIPE.stage1, max_steps=6),
+                     stage2=replace(TEST_RECIPE.stage2, max_steps=2), eval_users=4, eval_beams=4, train_seed=1)
+    model, tok = load_tiny(base_dir)
+    rerun = tmp_path / "full-seed1"
+    train_variant(data, VARIANTS["full"], recipe, rerun, tmp_path / "artifacts", base=str(base_dir), progress=False,
+                  model=model, tokenizer=tok, index=toy_index(data, "dual"), tables=toy_embeddings(data))
+    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0
+    assert json.loads(capsys.readouterr().out)["train_seed"] == 1
+    read_config(shipped / "full")  # the manifest was refreshed: the checkpoint still loads
+    recorded = json.loads((rerun / "metrics.json").read_text())["selection"]
+    (entry,) = json.loads((shipped / "full" / "metrics.json").read_text())["reruns"]
+    assert entry["train_seed"] == 1 and entry["selection"] == recorded
+    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0  # again: replaced
+    assert len(json.loads((shipped / "full" / "metrics.json").read_text())["reruns"]) == 1
+
+    service = DemoService(DemoConfig(dataset="beauty", data_root=str(demo_root / "data"),
+                                     checkpoints=str(tmp_path / "checkpoints"), dtype="fp32", base=str(base_dir)))
+    card = service.model_card()
+    assert {r["variant"] for r in card["rows"]} == set(VARIANTS)
+    (row,) = card["reruns"]
+    assert row["variant"] == "full, train seed 1" and row["valid recall@10"] == recorded["recall@10"]
+    text = views.model_card_markdown(card)
+    assert "| full, train seed 1 |" in text and "not evidence" in text
+
+    for other, reason in ((shipped / "full", "same seed"), (shipped / "wo_gct", "its variant is 'wo_gct'")):
+        assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(other)]) == 2
+        assert reason in capsys.readouterr().err
+
+
 def test_compare_reports_variants_without_checkpoints_instead_of_failing(demo_root, base_dir, tmp_path):
     from eager.demo import views
 

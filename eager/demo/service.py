@@ -419,7 +419,7 @@ class DemoService:
     def model_card(self) -> dict:
         from eager.data.registry import TERMS, get_spec
 
-        rows, configs = [], {}
+        rows, reruns, configs = [], [], {}
         for name in self.available_variants():
             folder = self.checkpoint_root / name
             config = json.loads((folder / "config.json").read_text())
@@ -435,5 +435,14 @@ class DemoService:
                         "test ndcg@10": test.get("ndcg@10")})
             rows.append(row)
             configs[name] = config
+            for rerun in metrics.get("reruns", []):  # `eager rerun`: the same variant on another training seed
+                rerun_valid, rerun_test = rerun.get("valid") or rerun.get("selection", {}), rerun.get("test", {})
+                reruns.append({**{k: None for k in row}, "variant": f"{name}, train seed {rerun['train_seed']}",
+                               "recipe": row["recipe"], "valid users": rerun_valid.get("users"),
+                               "valid recall@10": rerun_valid.get("recall@10"), "valid ndcg@10": rerun_valid.get("ndcg@10"),
+                               "train minutes": _minutes(rerun.get("train_minutes")), "history read": row["history read"],
+                               "test users": rerun_test.get("users"), "test recall@10": rerun_test.get("recall@10"),
+                               "test ndcg@10": rerun_test.get("ndcg@10")})
         spec = get_spec(self.config.dataset)
-        return {"rows": rows, "configs": configs, "dataset": self.config.dataset, "terms": TERMS[spec.raw.kind]}
+        return {"rows": rows, "reruns": reruns, "configs": configs, "dataset": self.config.dataset,
+                "terms": TERMS[spec.raw.kind]}

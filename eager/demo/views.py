@@ -94,11 +94,15 @@ def model_card_markdown(card: dict) -> str:
         columns = list(card["rows"][0])
         lines.append("| " + " | ".join(columns) + " |")
         lines.append("|" + "---|" * len(columns))
-        for row in card["rows"]:
+        for row in card["rows"] + card.get("reruns", []):
             lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
         lines.append("\nValidation numbers are the trainer's model-selection scores on a sample of users; test numbers "
                      "appear once `eager eval --checkpoint DIR --split test --record` has stored a full evaluation. "
                      "`history read`: how many of a history's last items the model reads (what it trained on).")
+        if card.get("reruns"):
+            lines.append("\nEach variant is one training run. The rows with a train seed are the same variant and recipe "
+                         "trained again on another seed (`eager rerun`): a gap between two variants smaller than the "
+                         "gap between a variant and its rerun is not evidence that either is better.")
     else:
         lines.append("No checkpoints yet.")
     lines += ["", "### Data and its terms", card["terms"]]

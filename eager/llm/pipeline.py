@@ -288,6 +288,44 @@ def record_evaluation(checkpoint: str | Path, split: str, report: dict, dtype: s
     return metrics
 
 
+def record_rerun(checkpoint: str | Path, rerun: str | Path) -> dict:
+    """Put another training run of the checkpoint's variant and recipe, on another training seed, into
+    its metrics.json under ``reruns`` (and refresh its manifest): a variant's numbers are one draw of
+    training's randomness, and the model card shows what a second draw moved beside them. The rerun
+    checkpoint itself need not ship; what it recorded (its selection and any `eval --record` splits) is copied."""
+    from eager.llm.checkpoint import read_config
+
+    folder, other = Path(checkpoint), Path(rerun)
+    own_config, rerun_config = read_config(folder), read_config(other)  # both complete and unmodified
+    for key, describe in (("dataset", lambda c: c["dataset"]), ("variant", lambda c: c["variant"]["name"]),
+                          ("recipe", lambda c: c["recipe"]["name"])):
+        if describe(own_config) != describe(rerun_config):
+            raise ValueError(f"{other} is not a rerun of {folder}: its {key} is {describe(rerun_config)!r}, "
+                             f"not {describe(own_config)!r}")
+    own_seed, rerun_seed = (_training_seed(c["recipe"]) for c in (own_config, rerun_config))
+    if own_seed == rerun_seed:
+        raise ValueError(f"{other} trained on the same seed ({own_seed}) as {folder}: a rerun needs another "
+                         "`--train-seed`")
+    recorded = json.loads((other / METRICS_FILE).read_text()) if (other / METRICS_FILE).exists() else {}
+    splits = {split: recorded[split] for split in ("selection", "valid", "test") if split in recorded}
+    if not splits:
+        raise ValueError(f"{other} has recorded no evaluation: run `eager eval --checkpoint {other} --split test "
+                         "--record` first")
+    path = folder / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    entry = {"train_seed": rerun_seed, "train_minutes": rerun_config.get("train_minutes"),
+             "trained_on": rerun_config.get("trained_on"), **splits}
+    metrics["reruns"] = [r for r in metrics.get("reruns", []) if r["train_seed"] != rerun_seed] + [entry]
+    path.write_text(json.dumps(metrics, indent=1) + "\n")
+    write_manifest(folder)
+    return entry
+
+
+def _training_seed(recipe: dict) -> int:
+    """A recorded recipe's training seed (``train_seed``, else ``seed``), as ``TrainRecipe.training_seed``."""
+    return recipe["seed"] if recipe.get("train_seed") is None else recipe["train_seed"]
+
+
 def recommend_keys(loaded: LoadedModel, data: InteractionData, history: Sequence[str], k: int = 10, beams: int = 20,
                    exclude_history: bool = False):
     """Recommendations for one history of item keys (unknown keys raise a KeyError naming them);
