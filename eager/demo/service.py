@@ -101,6 +101,17 @@ def _clean_keys(keys: Sequence[str] | None) -> list[str]:
     return [str(k).strip() for k in (keys or []) if str(k).strip()]
 
 
+def _card_row(variant: str, recipe: str | None, recorded: dict, train_minutes: float | None, window: int) -> dict:
+    """One model-card row from what a checkpoint (or a rerun of it) recorded."""
+    # A recorded full validation run (`eager eval --split valid --record`), else the trainer's subset.
+    valid = recorded.get("valid") or recorded.get("selection", {})
+    test = recorded.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
+    return {"variant": variant, "recipe": recipe, "valid users": valid.get("users"),
+            "valid recall@10": valid.get("recall@10"), "valid ndcg@10": valid.get("ndcg@10"),
+            "train minutes": _minutes(train_minutes), "history read": window, "test users": test.get("users"),
+            "test recall@10": test.get("recall@10"), "test ndcg@10": test.get("ndcg@10")}
+
+
 class DemoService:
     def __init__(self, config: DemoConfig | None = None):
         self.config = config or DemoConfig.from_env()
@@ -424,25 +435,12 @@ class DemoService:
             folder = self.checkpoint_root / name
             config = json.loads((folder / "config.json").read_text())
             metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else {}
-            # A recorded full validation run (`eager eval --split valid --record`) over the trainer's subset.
-            valid = metrics.get("valid") or metrics.get("selection", {})
-            row = {"variant": name, "recipe": config.get("recipe", {}).get("name"),
-                   "valid users": valid.get("users"), "valid recall@10": valid.get("recall@10"),
-                   "valid ndcg@10": valid.get("ndcg@10"), "train minutes": _minutes(config.get("train_minutes")),
-                   "history read": recorded_history_window(config)}
-            test = metrics.get("test", {})  # written by `eager eval --checkpoint DIR --split test --record`
-            row.update({"test users": test.get("users"), "test recall@10": test.get("recall@10"),
-                        "test ndcg@10": test.get("ndcg@10")})
-            rows.append(row)
+            recipe, window = config.get("recipe", {}).get("name"), recorded_history_window(config)
+            rows.append(_card_row(name, recipe, metrics, config.get("train_minutes"), window))
             configs[name] = config
             for rerun in metrics.get("reruns", []):  # `eager rerun`: the same variant on another training seed
-                rerun_valid, rerun_test = rerun.get("valid") or rerun.get("selection", {}), rerun.get("test", {})
-                reruns.append({**{k: None for k in row}, "variant": f"{name}, train seed {rerun['train_seed']}",
-                               "recipe": row["recipe"], "valid users": rerun_valid.get("users"),
-                               "valid recall@10": rerun_valid.get("recall@10"), "valid ndcg@10": rerun_valid.get("ndcg@10"),
-                               "train minutes": _minutes(rerun.get("train_minutes")), "history read": row["history read"],
-                               "test users": rerun_test.get("users"), "test recall@10": rerun_test.get("recall@10"),
-                               "test ndcg@10": rerun_test.get("ndcg@10")})
+                reruns.append(_card_row(f"{name}, train seed {rerun['train_seed']}", recipe, rerun,
+                                        rerun.get("train_minutes"), window))
         spec = get_spec(self.config.dataset)
         return {"rows": rows, "reruns": reruns, "configs": configs, "dataset": self.config.dataset,
                 "terms": TERMS[spec.raw.kind]}
