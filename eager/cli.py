@@ -360,10 +360,11 @@ def _evaluation_reader(data_root):
         return datasets[name]
 
     def read(spec: str, name: str | None):
-        header = read_rank_header(spec)
-        if header is not None and not (Path(spec) / PREDICTIONS_FILE).is_file():
+        # A folder with predictions reads them; its ranks.json is their summary.
+        header = None if (Path(spec) / PREDICTIONS_FILE).is_file() else read_rank_header(spec)
+        if header is not None:
             path = Path(spec) / RANKS_FILE if Path(spec).is_dir() else spec
-            return read_rank_file(path, dataset(header["dataset"]), name)
+            return read_rank_file(path, dataset(header["dataset"]), name, header)
         search_dir, sep, trial = spec.rpartition(":")
         if Path(spec).exists() or not sep or not Path(search_dir).is_dir():
             return read_evaluation(spec, name)

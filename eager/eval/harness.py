@@ -96,7 +96,7 @@ def evaluate_rankings(
         **dict(extra or {}),
     }
     if out_dir is not None:
-        write_report(out_dir, rows, report)
+        write_report(out_dir, rows, report, ranks)
     return report
 
 
@@ -122,7 +122,8 @@ def list_diversity(data: InteractionData, lists: Sequence[Sequence[str]], ks: Se
     return out
 
 
-def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path:
+def write_report(out_dir: str | Path, rows: list[dict], report: Mapping, ranks: Sequence[int | None]) -> Path:
+    """``ranks``: each row's target rank, as scored (the rank file keeps them alone)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / PREDICTIONS_FILE, "w", encoding="utf-8") as f:
@@ -131,8 +132,7 @@ def write_report(out_dir: str | Path, rows: list[dict], report: Mapping) -> Path
     (out / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     # What a later paired comparison needs, without the users' held-out items (eager.eval.rank_file).
     record = rank_record(report["dataset"], report["split"], report["model"], [row["user"] for row in rows],
-                         [row["target"] for row in rows], [target_rank(row["ranked"], row["target"]) for row in rows],
-                         max((len(row["ranked"]) for row in rows), default=0))
+                         [row["target"] for row in rows], ranks, max((len(row["ranked"]) for row in rows), default=0))
     write_rank_file(out / RANKS_FILE, record)
     return out
 

@@ -66,13 +66,14 @@ def read_rank_header(path: str | Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("format") == FORMAT else None
 
 
-def read_rank_file(path: str | Path, data, name: str | None = None):
+def read_rank_file(path: str | Path, data, name: str | None = None, record: dict | None = None):
     """An ``Evaluation`` from a rank file, its users and targets rebuilt from ``data`` (the dataset it
-    names) and checked against the digest the file carries."""
+    names) and checked against the digest the file carries. ``record``: the file's content, where the
+    caller has read it already (``read_rank_header``)."""
     from eager.data.split import eval_cases
     from eager.eval.compare import Evaluation
 
-    record = read_rank_header(path)
+    record = record or read_rank_header(path)
     if record is None:
         raise ValueError(f"{path}: not a rank file (written by `eager eval --out` as {RANKS_FILE}, or by `eager ranks`)")
     if record["dataset"] != data.name:

@@ -278,11 +278,16 @@ def record_evaluation(checkpoint: str | Path, split: str, report: dict, dtype: s
 
     folder = Path(checkpoint)
     read_config(folder)  # only a complete, unmodified checkpoint gets numbers recorded into it
-    path = folder / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.exists() else {}
     keys = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "recall@20", "ndcg@20", "invalid_rate", "users")
-    metrics[split] = {k: report[k] for k in keys if k in report} | {
+    recorded = {k: report[k] for k in keys if k in report} | {
         "dtype": dtype, "beams": report.get("beams"), "created": report.get("created"), "machine": report.get("machine")}
+    return _update_metrics(folder, lambda metrics: metrics | {split: recorded})
+
+
+def _update_metrics(folder: Path, update) -> dict:
+    """Rewrite a checkpoint's metrics.json as ``update(metrics)`` and refresh its manifest."""
+    path = folder / METRICS_FILE
+    metrics = update(json.loads(path.read_text()) if path.exists() else {})
     path.write_text(json.dumps(metrics, indent=1) + "\n")
     write_manifest(folder)
     return metrics
@@ -311,13 +316,10 @@ def record_rerun(checkpoint: str | Path, rerun: str | Path) -> dict:
     if not splits:
         raise ValueError(f"{other} has recorded no evaluation: run `eager eval --checkpoint {other} --split test "
                          "--record` first")
-    path = folder / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.exists() else {}
     entry = {"train_seed": rerun_seed, "train_minutes": rerun_config.get("train_minutes"),
              "trained_on": rerun_config.get("trained_on"), **splits}
-    metrics["reruns"] = [r for r in metrics.get("reruns", []) if r["train_seed"] != rerun_seed] + [entry]
-    path.write_text(json.dumps(metrics, indent=1) + "\n")
-    write_manifest(folder)
+    _update_metrics(folder, lambda metrics: metrics | {
+        "reruns": [r for r in metrics.get("reruns", []) if r["train_seed"] != rerun_seed] + [entry]})
     return entry
 
 
