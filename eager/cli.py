@@ -29,7 +29,8 @@ def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help
     parser.add_argument("--variant", default="full", help=variant_help)
     # Spelled out rather than read from eager.llm.recipes, which would import torch for every `eager --help`.
     parser.add_argument("--recipe", default=recipe, help="smollm2 (ours), gpu-lease (one short GPU lease), "
-                        "paper (reference), smoke, cpu or cpu-compact (a CPU run of ~1.5 h)")
+                        "paper (reference), smoke, cpu, cpu-compact (a CPU run of ~1.5 h) or cpu-fast "
+                        "(cpu-compact in bf16 without LoRA dropout: about twice as fast on a CPU with bf16)")
     parser.add_argument("--eval-users", type=int, help="validation users for model selection")
     parser.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     parser.add_argument("--restart", action="store_true",

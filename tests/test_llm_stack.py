@@ -146,6 +146,39 @@ def test_a_long_epoch_logs_its_progress_before_it_ends(cyclic_data, base_dir, tm
     assert "valid_ndcg@10" in records[-1] and not records[-1].get("in_epoch")  # the epoch's own record comes last
 
 
+@pytest.mark.parametrize("cpu_bf16", [False, True])
+def test_cpu_bf16_autocasts_the_training_steps_only(cyclic_data, base_dir, tmp_path, monkeypatch, cpu_bf16):
+    """cpu_bf16 runs a CPU's training steps in bf16 autocast; validation and the trained weights stay fp32."""
+    monkeypatch.setattr(train_module, "cpu_multiplies_bf16", lambda: True)  # whatever this CPU has
+    model, tok = _tiny(base_dir)
+    index = _index(cyclic_data)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    samples = build_samples(cyclic_data, index, ("seqrec",))
+    seen = []  # (training?, dtype of the first decoder layer's MLP output)
+    model.model.layers[0].mlp.register_forward_hook(lambda m, i, out: seen.append((m.training, out.dtype)))
+    recipe = replace(TEST_RECIPE, cpu_bf16=cpu_bf16)
+    records = []
+    trained, _, rows, _ = train_stage("stage2", model, tok, index, trie, cyclic_data, samples,
+                                      replace(TEST_RECIPE.stage2, max_steps=4), recipe, None, tmp_path,
+                                      records.append, progress=False)
+    in_training = {dtype for training, dtype in seen if training}
+    in_validation = {dtype for training, dtype in seen if not training}
+    assert in_training == {torch.bfloat16 if cpu_bf16 else torch.float32}
+    assert in_validation == {torch.float32}  # model selection scores in fp32 either way
+    assert all(p.dtype == torch.float32 for p in trained.parameters()) and rows.dtype == torch.float32
+    assert math.isfinite(records[-1]["loss_lm"]) and "valid_ndcg@10" in records[-1]
+
+
+def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16_matmul(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_multiplies_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16 matmul"):
+        assert train_module.training_precision(replace(TEST_RECIPE, cpu_bf16=True), cuda=False) == "no"
+    assert train_module.training_precision(TEST_RECIPE, cuda=False) == "no"
+    # On CUDA the recipe's bf16 decides, and cpu_bf16 does not enter into it.
+    assert train_module.training_precision(replace(TEST_RECIPE, cpu_bf16=True, bf16=False), cuda=True) == "no"
+    assert train_module.training_precision(TEST_RECIPE, cuda=True) == "bf16"
+
+
 def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):
     model, tok = _tiny(base_dir)
     out = tmp_path / "ckpt"

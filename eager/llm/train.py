@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -200,14 +201,35 @@ class LossModule(torch.nn.Module):
         return compute_loss(self.model, batch, self.projectors, gct, generator)
 
 
+def cpu_multiplies_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); without them bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def training_precision(recipe: TrainRecipe, cuda: bool) -> str:
+    """The training steps' precision for this recipe on this machine: "bf16" (autocast) or "no" (fp32)."""
+    if cuda:
+        return "bf16" if recipe.bf16 else "no"
+    if recipe.cpu_bf16 and not cpu_multiplies_bf16():
+        warnings.warn("cpu_bf16 is set but this CPU has no native bf16 matmul (AVX512-BF16 or AMX): "
+                      "training in fp32, which is faster here", stacklevel=2)
+        return "no"
+    return "bf16" if recipe.cpu_bf16 else "no"
+
+
 def make_accelerator(recipe: TrainRecipe):
     """One process or many (``accelerate launch`` / ``torchrun``): accelerate decides from the env."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
+    # On CPU the step's own autocast carries cpu_bf16 (train_stage): accelerate's precision is fixed
+    # once per process, and one `eager search` process trains trials with and without it.
     return Accelerator(
-        cpu=not cuda, mixed_precision="bf16" if cuda and recipe.bf16 else "no",
+        cpu=not cuda, mixed_precision=training_precision(recipe, cuda) if cuda else "no",
         # GCT projectors get no gradient on batches without seqrec samples.
         # Frozen embedding tables are buffers: never re-broadcast them every step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)],
@@ -284,6 +306,8 @@ def train_stage(
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are the parallelism
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cpu_autocast = torch.autocast("cpu", dtype=torch.bfloat16,
+                                  enabled=device.type == "cpu" and training_precision(recipe, False) == "bf16")
     compiled = CompiledLayers(model, recipe.compile)
     attention = TrainingAttention(model, recipe.attention)
     checkpointing = ActivationCheckpointing(model, recipe.activation_checkpointing)
@@ -355,7 +379,8 @@ def train_stage(
                 profiler.before_step(step + 1)
                 batch = batch.to(device, non_blocking=True)
                 try:
-                    losses = module(batch, gct, generator)
+                    with cpu_autocast:
+                        losses = module(batch, gct, generator)
                     optimizer.zero_grad(set_to_none=True)
                     accelerator.backward(losses["loss"])
                 except torch.OutOfMemoryError as error:
