@@ -27,6 +27,18 @@ def artifacts_root(explicit: str | Path | None = None) -> Path:
     return Path(os.environ.get(ARTIFACTS_ENV, "artifacts")).expanduser()
 
 
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); AVX2 only emulates it."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
+
+
 def timestamp() -> str:
     """When a number was measured, as reports and checkpoints record it (local time with its offset)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")

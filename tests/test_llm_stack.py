@@ -149,7 +149,7 @@ def test_a_long_epoch_logs_its_progress_before_it_ends(cyclic_data, base_dir, tm
 @pytest.mark.parametrize("cpu_bf16", [False, True])
 def test_cpu_bf16_autocasts_the_training_steps_only(cyclic_data, base_dir, tmp_path, monkeypatch, cpu_bf16):
     """cpu_bf16 runs a CPU's training steps in bf16 autocast; validation and the trained weights stay fp32."""
-    monkeypatch.setattr(train_module, "cpu_multiplies_bf16", lambda: True)  # whatever this CPU has
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)  # whatever this CPU has
     model, tok = _tiny(base_dir)
     index = _index(cyclic_data)
     trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
@@ -170,13 +170,27 @@ def test_cpu_bf16_autocasts_the_training_steps_only(cyclic_data, base_dir, tmp_p
 
 
 def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16_matmul(monkeypatch):
-    monkeypatch.setattr(train_module, "cpu_multiplies_bf16", lambda: False)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16 matmul"):
         assert train_module.training_precision(replace(TEST_RECIPE, cpu_bf16=True), cuda=False) == "no"
     assert train_module.training_precision(TEST_RECIPE, cuda=False) == "no"
     # On CUDA the recipe's bf16 decides, and cpu_bf16 does not enter into it.
     assert train_module.training_precision(replace(TEST_RECIPE, cpu_bf16=True, bf16=False), cuda=True) == "no"
     assert train_module.training_precision(TEST_RECIPE, cuda=True) == "bf16"
+
+
+def test_cpu_fast_is_cpu_compact_in_bf16_without_lora_dropout():
+    from dataclasses import asdict
+
+    from eager.llm.recipes import get_recipe
+
+    compact, fast = asdict(get_recipe("cpu-compact")), asdict(get_recipe("cpu-fast"))
+    differ = {k for k in compact if compact[k] != fast[k] and k not in ("stage1", "stage2")}
+    assert differ == {"name", "cpu_bf16"} and fast["cpu_bf16"] and not compact["cpu_bf16"]
+    for stage in ("stage1", "stage2"):
+        a, b = compact[stage], fast[stage]
+        assert {k for k in a if a[k] != b[k]} == {"lora"} and b["lora"]["dropout"] == 0.0
+        assert {k for k in a["lora"] if a["lora"][k] != b["lora"][k]} == {"dropout"}
 
 
 def test_train_export_load_and_evaluate(cyclic_data, base_dir, tmp_path):

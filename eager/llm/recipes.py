@@ -80,9 +80,9 @@ class TrainRecipe:
     seed: int = 42
     train_seed: int | None = None
     bf16: bool = True  # on CUDA; CPU trains in fp32 unless cpu_bf16
-    # bf16 autocast on CPU too, where the CPU multiplies bf16 natively (AVX512-BF16 or AMX; elsewhere
-    # it would be slower, so training stays fp32 and says why). Measured on a 2-core AVX512-BF16 EPYC
-    # (docs/levers.md, "Training faster on a CPU").
+    # bf16 autocast in a CPU's training steps too, where it multiplies bf16 natively (AVX512-BF16 or
+    # AMX, eager.utils.cpu_has_bf16; elsewhere bf16 is emulated and slower, so training stays fp32
+    # with a warning). Measured on a 2-core AVX512-BF16 EPYC: docs/levers.md, "Training faster on a CPU".
     cpu_bf16: bool = False
     compile: bool = False  # torch.compile the decoder layers for the training steps (see CompiledLayers)
     # Attention of the packed training steps: "sdpa" (transformers' block-diagonal mask over whole rows)

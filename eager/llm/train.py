@@ -1,8 +1,9 @@
 """Stage 1 (multi-task alignment + GCT) and stage 2 (AAT, the annealing adapter) training.
 
 One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the code-token rows and
-the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU; the
-epoch kept is the one with the best validation NDCG@10 on a fixed subset of validation users;
+the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU (bf16 with
+the recipe's cpu_bf16, where the CPU multiplies bf16 natively); the epoch kept is the one with
+the best validation NDCG@10 on a fixed subset of validation users;
 the state is written after every epoch so an interrupted run resumes where it stopped (a run
 with other settings refuses it: eager.llm.resume). The schedule is eager.llm.schedule's, model
 selection eager.llm.validation's.
@@ -59,7 +60,7 @@ from eager.llm.sharding import (
 )
 from eager.llm.tasks import Sample
 from eager.llm.validation import selection_cases, shared_validation_score
-from eager.utils import seed_everything
+from eager.utils import cpu_has_bf16, seed_everything
 
 
 # Without bars (``--json``, a batch job) a long epoch would be silent until it ends: the run's log gets
@@ -201,19 +202,11 @@ class LossModule(torch.nn.Module):
         return compute_loss(self.model, batch, self.projectors, gct, generator)
 
 
-def cpu_multiplies_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); without them bf16 is emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def training_precision(recipe: TrainRecipe, cuda: bool) -> str:
     """The training steps' precision for this recipe on this machine: "bf16" (autocast) or "no" (fp32)."""
     if cuda:
         return "bf16" if recipe.bf16 else "no"
-    if recipe.cpu_bf16 and not cpu_multiplies_bf16():
+    if recipe.cpu_bf16 and not cpu_has_bf16():
         warnings.warn("cpu_bf16 is set but this CPU has no native bf16 matmul (AVX512-BF16 or AMX): "
                       "training in fp32, which is faster here", stacklevel=2)
         return "no"

@@ -32,7 +32,7 @@ from eager.llm.checkpoint import (
 )
 from eager.llm.code_tokens import code_vocabulary
 from eager.llm.decode import CodeTrie
-from eager.utils import artifacts_root
+from eager.utils import artifacts_root, cpu_has_bf16
 
 log = logging.getLogger("eager.serve")
 
@@ -41,7 +41,6 @@ DTYPES = ("auto", *SERVING_DTYPES)
 # every-Linear NF4 kept 80, for 92 MB more (README "What NF4 costs in quality").
 CPU_AUTO_DTYPE = "nf4-mlp"
 CACHE_ENV = "EAGER_SERVE_CACHE"
-_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -52,15 +51,6 @@ class ServingChoice:
     dtype: str  # one of SERVING_DTYPES (nf4, nf4-mlp, bf16, fp32): how the weights are stored
     compute_dtype: str  # what the matmuls run in
     reason: str
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); AVX2 only emulates it."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in _CPU_BF16_FLAGS)
 
 
 def choose_serving(dtype: str = "auto", device: str | None = None) -> ServingChoice:
