@@ -215,10 +215,10 @@ CPU_COMPACT_RECIPE = TrainRecipe(
 
 # cpu-compact at about twice the speed on a CPU with native bf16 (AVX512-BF16 or AMX): bf16 autocast in
 # the training steps and LoRA dropout 0 (drawing dropout masks was ~14 % of a CPU step). On Scientific,
-# 1,000 steps in 40 min instead of 84 (219 tokens/s against 103), the same 47 validation hits out of
-# 500 as the shipped cpu-compact run and NDCG@10 +0.0044 [-0.0024, +0.0119] (one seed; docs/levers.md,
-# "Training faster on a CPU"). Elsewhere it trains in fp32 and keeps the dropout gain. cpu-compact stays
-# as it was, so the shipped CPU checkpoint reproduces.
+# 1.6-2.1x cpu-compact's tokens/s in the same search; 1,000 steps in 40 min gave the same 47 validation
+# hits out of 500 as the shipped cpu-compact run and NDCG@10 +0.0044 [-0.0024, +0.0119] (one seed;
+# docs/levers.md, "Training faster on a CPU"). Elsewhere it trains in fp32 and keeps the dropout gain.
+# cpu-compact stays as it was, so the shipped CPU checkpoint reproduces.
 CPU_FAST_RECIPE = replace(
     CPU_COMPACT_RECIPE, name="cpu-fast", cpu_bf16=True,
     stage1=replace(CPU_COMPACT_RECIPE.stage1, lora=_FAST_LORA),
