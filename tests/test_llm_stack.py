@@ -3,7 +3,7 @@
 import json
 import math
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ from eager.llm.decode import CodeTrie, recommend_batch
 from eager.llm.gct import DecompressionProjectors, GCTConfig
 from eager.llm.objective import compute_loss
 from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
-from eager.llm.recipes import get_variant
+from eager.llm.recipes import get_recipe, get_variant
 from eager.llm.tasks import build_samples
 from eager.llm import train as train_module
 from eager.llm.train import train_stage
@@ -180,10 +180,6 @@ def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16_matmul(monkeypatc
 
 
 def test_cpu_fast_is_cpu_compact_in_bf16_without_lora_dropout():
-    from dataclasses import asdict
-
-    from eager.llm.recipes import get_recipe
-
     compact, fast = asdict(get_recipe("cpu-compact")), asdict(get_recipe("cpu-fast"))
     differ = {k for k in compact if compact[k] != fast[k] and k not in ("stage1", "stage2")}
     assert differ == {"name", "cpu_bf16"} and fast["cpu_bf16"] and not compact["cpu_bf16"]

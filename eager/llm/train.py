@@ -3,9 +3,9 @@
 One loop serves both stages: AdamW (fused on CUDA) over the LoRA weights, the code-token rows and
 the GCT projectors; a cosine schedule with warm-up; bf16 autocast on CUDA, fp32 on CPU (bf16 with
 the recipe's cpu_bf16, where the CPU multiplies bf16 natively); the epoch kept is the one with
-the best validation NDCG@10 on a fixed subset of validation users;
-the state is written after every epoch so an interrupted run resumes where it stopped (a run
-with other settings refuses it: eager.llm.resume). The schedule is eager.llm.schedule's, model
+the best validation NDCG@10 on a fixed subset of validation users; the state is written after
+every epoch so an interrupted run resumes where it stopped (a run with other settings refuses it:
+eager.llm.resume). The schedule is eager.llm.schedule's, model
 selection eager.llm.validation's.
 
 On CUDA, batches are tokenised and packed by DataLoader workers while the GPU trains, and the
