@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -30,6 +31,7 @@ def artifacts_root(explicit: str | Path | None = None) -> Path:
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@functools.cache  # the CPU does not change under a process: read /proc/cpuinfo once
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); AVX2 only emulates it."""
     try:

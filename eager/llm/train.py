@@ -206,11 +206,13 @@ def training_precision(recipe: TrainRecipe, cuda: bool) -> str:
     """The training steps' precision for this recipe on this machine: "bf16" (autocast) or "no" (fp32)."""
     if cuda:
         return "bf16" if recipe.bf16 else "no"
-    if recipe.cpu_bf16 and not cpu_has_bf16():
+    if not recipe.cpu_bf16:
+        return "no"
+    if not cpu_has_bf16():
         warnings.warn("cpu_bf16 is set but this CPU has no native bf16 matmul (AVX512-BF16 or AMX): "
                       "training in fp32, which is faster here", stacklevel=2)
         return "no"
-    return "bf16" if recipe.cpu_bf16 else "no"
+    return "bf16"
 
 
 def make_accelerator(recipe: TrainRecipe):
@@ -222,7 +224,7 @@ def make_accelerator(recipe: TrainRecipe):
     # On CPU the step's own autocast carries cpu_bf16 (train_stage): accelerate's precision is fixed
     # once per process, and one `eager search` process trains trials with and without it.
     return Accelerator(
-        cpu=not cuda, mixed_precision=training_precision(recipe, cuda) if cuda else "no",
+        cpu=not cuda, mixed_precision=training_precision(recipe, cuda=True) if cuda else "no",
         # GCT projectors get no gradient on batches without seqrec samples.
         # Frozen embedding tables are buffers: never re-broadcast them every step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)],
