@@ -150,3 +150,31 @@ def test_max_history_refuses_saved_ranks_and_an_empty_prompt(shared_data, tmp_pa
     assert saved.returncode != 0 and "--ranks keeps the ranks of the model reading its own 20 items" in saved.stderr
     empty = _run(str(CHECKPOINT), "--max-history", "0", data_root=shared_data)
     assert empty.returncode != 0 and "--max-history 0: give at least 1 item" in empty.stderr
+
+
+def test_pairs_another_checkpoint_from_the_ranks_this_script_wrote(shared_data, selection_users, tmp_path):
+    """--vs-ranks: B is another checkpoint (say, an `eager train` run) scored by this script with --ranks."""
+    shipped = {u: (1 if i % 10 == 0 else None) for i, u in enumerate(selection_users)}
+    (tmp_path / "shipped.json").write_text(json.dumps(shipped))
+    trained = dict(shipped) | {u: 4 for u in selection_users[1::10][:15]}  # 15 more targets, at rank 4
+    (tmp_path / "trained.json").write_text(json.dumps(trained))
+
+    out = tmp_path / "paired.json"
+    run = _run(str(CHECKPOINT), "--ranks", str(tmp_path / "shipped.json"), "--vs-ranks", str(tmp_path / "trained.json"),
+               "--out", str(out), data_root=shared_data)
+    assert run.returncode == 0, run.stderr
+    assert "B: trained" in run.stdout
+    saved = json.loads(out.read_text())
+    recall = next(m for m in saved["comparison"]["metrics"] if m["metric"] == "recall@10")
+    assert saved["vs_ranks"] == str(tmp_path / "trained.json")
+    assert recall["difference"] == pytest.approx(15 / len(selection_users))
+    assert (recall["b_better_users"], recall["a_better_users"]) == (15, 0)
+
+    (tmp_path / "short.json").write_text(json.dumps({u: None for u in selection_users[:-2]}))
+    short = _run(str(CHECKPOINT), "--ranks", str(tmp_path / "shipped.json"), "--vs-ranks", str(tmp_path / "short.json"),
+                 data_root=shared_data)
+    assert short.returncode != 0 and "validated other users (2 of the checkpoint's 500 are missing)" in short.stderr
+    absent = _run(str(CHECKPOINT), "--vs-ranks", str(tmp_path / "absent.json"), data_root=shared_data)
+    assert absent.returncode != 0 and "score the other checkpoint first" in absent.stderr
+    both = _run(str(CHECKPOINT), str(tmp_path), "t", "--vs-ranks", str(tmp_path / "trained.json"), data_root=shared_data)
+    assert both.returncode != 0 and "not both" in both.stderr
