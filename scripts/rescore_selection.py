@@ -63,8 +63,7 @@ def main() -> None:
         raise SystemExit("give both SEARCH_DIR and TRIAL, or neither (to score the checkpoint only)")
     if args.vs_ranks and args.trial is not None:
         raise SystemExit("B is either SEARCH_DIR TRIAL or --vs-ranks FILE, not both")
-    has_b = args.trial is not None or args.vs_ranks is not None
-    if (args.also_a or args.also_b) and not has_b:
+    if (args.also_a or args.also_b) and args.trial is None and args.vs_ranks is None:
         raise SystemExit("--also-a / --also-b add runs to a comparison: give SEARCH_DIR and TRIAL (or --vs-ranks) too")
     if args.max_history is not None and args.max_history < 1:
         raise SystemExit(f"--max-history {args.max_history}: give at least 1 item")
@@ -81,29 +80,27 @@ def main() -> None:
         recipe = replace(recipe, eval_users=args.eval_users)
     cases = selection_cases(data, recipe, max_history)
     users = [data.user_keys[c.user] for c in cases]
-    more_a_ranks = [_trial_ranks(*run, users) for run in more_a]
+    more_a_evaluations = [_trial_evaluation(data, recipe, run, _trial_ranks(*run, users)) for run in more_a]
     b = [_trial_evaluation(data, recipe, run, _trial_ranks(*run, users)) for run in runs_b]
     if args.vs_ranks:
         b.insert(0, _checkpoint_ranks_evaluation(data, recipe, Path(args.vs_ranks), users))
 
     saved_ranks = Path(args.ranks) if args.ranks else None
     if saved_ranks is not None and saved_ranks.exists():
-        by_user = json.loads(saved_ranks.read_text())
-        ranks = [by_user[data.user_keys[c.user]] for c in cases]
+        ranks = _ranks_in_order(json.loads(saved_ranks.read_text()), users, f"the checkpoint scored into {saved_ranks}")
     else:
         loaded = load_checkpoint(args.checkpoint, "fp32")
         ranks = validation_ranks(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, data, cases,
                                  recipe.eval_beams, args.batch, loaded.prompt_style)
         if saved_ranks is not None:
-            saved_ranks.write_text(json.dumps({data.user_keys[c.user]: r for c, r in zip(cases, ranks)}) + "\n")
+            saved_ranks.write_text(json.dumps(dict(zip(users, ranks))) + "\n")
     scores = metrics_from_ranks(ranks, (10,))
     read = "" if max_history == recipe.history_window else f", reading the last {max_history} items"
     print(f"{args.checkpoint} on {len(cases)} validation users{read}:", {k: round(v, 4) for k, v in scores.items()})
     if not b:
         return
     a = [replace(selection_evaluation(data, recipe, Path(args.checkpoint).name, ranks),
-                 source=f"checkpoint {args.checkpoint}{read}")]
-    a += [_trial_evaluation(data, recipe, run, run_ranks) for run, run_ranks in zip(more_a, more_a_ranks)]
+                 source=f"checkpoint {args.checkpoint}{read}"), *more_a_evaluations]
     result = compare_evaluations(a, b, PAIRED_METRICS)
     print(comparison_table(result))
     if args.out:
