@@ -218,9 +218,10 @@ CPU_COMPACT_RECIPE = TrainRecipe(
 # 1.6-2.1x cpu-compact's tokens/s in the same search; 1,000 steps in 40 min gave the same 47 validation
 # hits out of 500 as the shipped cpu-compact run and NDCG@10 +0.0044 [-0.0024, +0.0119] (one seed;
 # docs/levers.md, "Training faster on a CPU"). Elsewhere it trains in fp32 and keeps the dropout gain.
-# Its whole 80-minute budget holds one epoch there (2,097 steps, 64 min): test R@10 0.0813 against 0.0714
-# for its 1,000 steps, +0.0099 [+0.0052, +0.0144] paired (one seed; docs/levers.md, "The whole 80-minute budget").
-# cpu-compact stays as it was, so the shipped CPU checkpoint reproduces.
+# Its whole 80-minute budget holds one epoch there (2,097 steps, ~60 min): test R@10 0.0813 and 0.0826 on
+# two seeds, +0.0117 over cpu-compact's 1,000 steps averaged per user (docs/levers.md, "Two seeds of the
+# epoch"); that run ships as checkpoints/scientific/wo_aat. cpu-compact stays as it was, so the 1,000-step
+# checkpoint it trained (checkpoints/scientific/wo_aat-compact) reproduces.
 CPU_FAST_RECIPE = replace(
     CPU_COMPACT_RECIPE, name="cpu-fast", cpu_bf16=True,
     stage1=replace(CPU_COMPACT_RECIPE.stage1, lora=_FAST_LORA),
