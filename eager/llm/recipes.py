@@ -221,7 +221,7 @@ CPU_COMPACT_RECIPE = TrainRecipe(
 # Its whole 80-minute budget holds one epoch there (2,097 steps, ~60 min): test R@10 0.0813 and 0.0826 on
 # two seeds, +0.0117 over cpu-compact's 1,000 steps averaged per user (docs/levers.md, "Two seeds of the
 # epoch"); that run ships as checkpoints/scientific/wo_aat. cpu-compact stays as it was, so the 1,000-step
-# checkpoint it trained (checkpoints/scientific/wo_aat-compact) reproduces.
+# checkpoint it trained (in git history; README, Demo) reproduces.
 CPU_FAST_RECIPE = replace(
     CPU_COMPACT_RECIPE, name="cpu-fast", cpu_bf16=True,
     stage1=replace(CPU_COMPACT_RECIPE.stage1, lora=_FAST_LORA),
