@@ -87,7 +87,7 @@ def main() -> None:
 
     saved_ranks = Path(args.ranks) if args.ranks else None
     if saved_ranks is not None and saved_ranks.exists():
-        ranks = _ranks_in_order(json.loads(saved_ranks.read_text()), users, f"the checkpoint scored into {saved_ranks}")
+        ranks = _saved_checkpoint_ranks(saved_ranks, users)
     else:
         loaded = load_checkpoint(args.checkpoint, "fp32")
         ranks = validation_ranks(loaded.model, loaded.tokenizer, loaded.index, loaded.trie, data, cases,
@@ -139,12 +139,17 @@ def _ranks_in_order(by_user: dict, users: list[str], what: str) -> list:
     return [by_user[u] for u in users]
 
 
+def _saved_checkpoint_ranks(ranks_file: Path, users: list[str]) -> list:
+    """A checkpoint's ranks as ``--ranks`` wrote them, in the checkpoint's user order."""
+    return _ranks_in_order(json.loads(ranks_file.read_text()), users, f"the checkpoint scored into {ranks_file}")
+
+
 def _checkpoint_ranks_evaluation(data, recipe, ranks_file: Path, users: list[str]):
     """Another checkpoint's validation, from the ranks this script wrote when it scored that checkpoint."""
     if not ranks_file.is_file():
         raise SystemExit(f"{ranks_file}: not found; score the other checkpoint first, "
                          f"`rescore_selection.py OTHER_CHECKPOINT --ranks {ranks_file}`")
-    ranks = _ranks_in_order(json.loads(ranks_file.read_text()), users, f"the checkpoint scored into {ranks_file}")
+    ranks = _saved_checkpoint_ranks(ranks_file, users)
     return replace(selection_evaluation(data, recipe, ranks_file.stem, ranks), source=f"checkpoint ranks {ranks_file}")
 
 
