@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = ROOT / "docs" / "measurements" / "ranks"
 RANK_FILES = sorted(RANKS.glob("*.ranks.json"))
 
-# rank file -> (checkpoint, which recorded evaluation): the runs that wrote both.
+# rank file -> (checkpoint, train seed of the `eager rerun` entry, or None for its own test record):
+# the runs that wrote both.
 RECORDED_BY = {
-    "scientific_test_cpufast_epoch_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", "test"),
-    "scientific_test_cpufast_epoch_seed7_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", "rerun train_seed 7"),
-    "beauty_test_full_seed1_h200_2026-12-04.ranks.json": ("beauty/full", "rerun train_seed 1"),
-    "beauty_test_wo_gct_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_gct", "rerun train_seed 1"),
-    "beauty_test_wo_dki_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_dki", "rerun train_seed 1"),
+    "scientific_test_cpufast_epoch_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", None),
+    "scientific_test_cpufast_epoch_seed7_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", 7),
+    "beauty_test_full_seed1_h200_2026-12-04.ranks.json": ("beauty/full", 1),
+    "beauty_test_wo_gct_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_gct", 1),
+    "beauty_test_wo_dki_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_dki", 1),
 }
 
 
@@ -43,13 +44,12 @@ def datasets():
     return load
 
 
-def _recorded(checkpoint: str, which: str) -> dict:
+def _recorded(checkpoint: str, rerun_seed: int | None) -> dict:
     metrics = json.loads((ROOT / "checkpoints" / checkpoint / "metrics.json").read_text())
-    if which == "test":
+    if rerun_seed is None:
         return metrics["test"]
-    seed = int(which.rsplit(" ", 1)[1])
-    matches = [run["test"] for run in metrics.get("reruns", []) if run.get("train_seed") == seed and "test" in run]
-    assert len(matches) == 1, f"{checkpoint} records {len(matches)} test reruns of train_seed {seed}"
+    matches = [run["test"] for run in metrics.get("reruns", []) if run["train_seed"] == rerun_seed and "test" in run]
+    assert len(matches) == 1, f"{checkpoint} records {len(matches)} test reruns of train_seed {rerun_seed}"
     return matches[0]
 
 
@@ -69,10 +69,9 @@ def test_every_committed_rank_file_reads_against_the_prepared_data(path, dataset
 
 @pytest.mark.parametrize("name", sorted(RECORDED_BY))
 def test_a_rank_file_repeats_what_its_checkpoint_records(name):
-    checkpoint, which = RECORDED_BY[name]
     header = read_rank_header(RANKS / name)
     from_ranks = metrics_from_ranks(header["ranks"])
-    recorded = _recorded(checkpoint, which)
+    recorded = _recorded(*RECORDED_BY[name])
     assert recorded["users"] == header["users"]
     for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
         assert from_ranks[metric] == pytest.approx(recorded[metric], abs=1e-12), (name, metric)
