@@ -186,6 +186,26 @@ def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, 
         assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(other)]) == 2
         assert reason in capsys.readouterr().err
 
+    # A rerun is judged by what its recipe trains, not by its name: a search names each seed's trial
+    # apart, while a recipe that trains differently is no rerun, whatever it is called.
+    from eager.llm.checkpoint import write_manifest
+
+    def rerun_with(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(rerun, folder)
+        config = json.loads((folder / "config.json").read_text())
+        change(config["recipe"])
+        (folder / "config.json").write_text(json.dumps(config))
+        write_manifest(folder)
+        return folder
+
+    renamed = rerun_with("renamed", lambda recipe: recipe.update(name=recipe["name"] + "+trial-seed1"))
+    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(renamed)]) == 0
+    assert json.loads(capsys.readouterr().out)["train_seed"] == 1
+    faster = rerun_with("faster", lambda recipe: recipe["stage1"].update(lr=recipe["stage1"]["lr"] * 2))
+    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(faster)]) == 2
+    assert "stage1.lr" in capsys.readouterr().err
+
 
 def test_compare_reports_variants_without_checkpoints_instead_of_failing(demo_root, base_dir, tmp_path):
     from eager.demo import views

@@ -302,11 +302,15 @@ def record_rerun(checkpoint: str | Path, rerun: str | Path) -> dict:
 
     folder, other = Path(checkpoint), Path(rerun)
     own_config, rerun_config = read_config(folder), read_config(other)  # both complete and unmodified
-    for key, describe in (("dataset", lambda c: c["dataset"]), ("variant", lambda c: c["variant"]["name"]),
-                          ("recipe", lambda c: c["recipe"]["name"])):
+    for key, describe in (("dataset", lambda c: c["dataset"]), ("variant", lambda c: c["variant"]["name"])):
         if describe(own_config) != describe(rerun_config):
             raise ValueError(f"{other} is not a rerun of {folder}: its {key} is {describe(rerun_config)!r}, "
                              f"not {describe(own_config)!r}")
+    differing = _recipe_differences(own_config["recipe"], rerun_config["recipe"])
+    if differing:
+        shown = "; ".join(f"{path} {theirs!r}, not {ours!r}" for path, ours, theirs in differing[:4])
+        raise ValueError(f"{other} is not a rerun of {folder}: its recipe trains differently ({shown}"
+                         f"{'; …' if len(differing) > 4 else ''})")
     own_seed, rerun_seed = (_training_seed(c["recipe"]) for c in (own_config, rerun_config))
     if own_seed == rerun_seed:
         raise ValueError(f"{other} trained on the same seed ({own_seed}) as {folder}: a rerun needs another "
@@ -321,6 +325,21 @@ def record_rerun(checkpoint: str | Path, rerun: str | Path) -> dict:
     _update_metrics(folder, lambda metrics: metrics | {
         "reruns": [r for r in metrics.get("reruns", []) if r["train_seed"] != rerun_seed] + [entry]})
     return entry
+
+
+def _recipe_differences(ours: dict, theirs: dict) -> list[tuple[str, object, object]]:
+    """Where two recorded recipes differ, as (dotted path, ours, theirs), ignoring what a rerun may change:
+    the name (a search trial names each seed's run apart, `epochs2` and `epochs2-seed7`) and the training
+    seed."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            return {path: leaf for key, item in value.items() for path, leaf in flat(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    ignored = {"name", "train_seed"}
+    ours_flat, theirs_flat = (flat({k: v for k, v in r.items() if k not in ignored}) for r in (ours, theirs))
+    return [(path, ours_flat.get(path), theirs_flat.get(path)) for path in sorted(ours_flat.keys() | theirs_flat.keys())
+            if ours_flat.get(path) != theirs_flat.get(path)]
 
 
 def _training_seed(recipe: dict) -> int:
