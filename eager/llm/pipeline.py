@@ -331,13 +331,11 @@ def _recipe_differences(ours: dict, theirs: dict) -> list[tuple[str, object, obj
     """Where two recorded recipes differ, as (dotted path, ours, theirs), ignoring what a rerun may change:
     the name (a search trial names each seed's run apart, `epochs2` and `epochs2-seed7`) and the training
     seed."""
-    def flat(value, prefix=""):
-        if isinstance(value, dict):
-            return {path: leaf for key, item in value.items() for path, leaf in flat(item, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: value}
+    from eager.llm.resume import flatten_dotted
 
     ignored = {"name", "train_seed"}
-    ours_flat, theirs_flat = (flat({k: v for k, v in r.items() if k not in ignored}) for r in (ours, theirs))
+    ours_flat, theirs_flat = (dict(flatten_dotted({k: v for k, v in r.items() if k not in ignored}))
+                              for r in (ours, theirs))
     return [(path, ours_flat.get(path), theirs_flat.get(path)) for path in sorted(ours_flat.keys() | theirs_flat.keys())
             if ours_flat.get(path) != theirs_flat.get(path)]
 

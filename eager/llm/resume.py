@@ -37,7 +37,7 @@ def run_settings(stage_name: str, stage: StageConfig, recipe: TrainRecipe, datas
         "stage_name": stage_name, "stage": asdict(stage), **asdict(recipe), "dataset": dataset, "samples": samples,
         "vocab_size": vocab_size, "hidden_size": model_config.hidden_size, "layers": model_config.num_hidden_layers,
     }
-    return {path: value for path, value in _flatten(settings) if not _free(path)}
+    return {path: value for path, value in flatten_dotted(settings) if not _free(path)}
 
 
 def check_resumable(saved: dict | None, now: dict, state_file: Path) -> None:
@@ -65,10 +65,11 @@ def set_aside(state_file: Path) -> Path:
     return kept
 
 
-def _flatten(value: Any, prefix: str = ""):
+def flatten_dotted(value: Any, prefix: str = ""):
+    """(dotted path, leaf) for every leaf of nested dicts, tuples as lists (as config.json holds them)."""
     if isinstance(value, dict):
         for key, inner in value.items():
-            yield from _flatten(inner, f"{prefix}{key}.")
+            yield from flatten_dotted(inner, f"{prefix}{key}.")
     else:
         yield prefix[:-1], list(value) if isinstance(value, tuple) else value
 
