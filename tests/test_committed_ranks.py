@@ -24,8 +24,8 @@ RANK_FILES = sorted(RANKS.glob("*.ranks.json"))
 # rank file -> (checkpoint, train seed of the `eager rerun` entry, or None for its own test record):
 # the runs that wrote both.
 RECORDED_BY = {
-    "scientific_test_cpufast_epoch_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", None),
-    "scientific_test_cpufast_epoch_seed7_cpu_2026-12-04.ranks.json": ("scientific/wo_aat", 7),
+    "scientific_test_cpufast_epochs2_cpu_2026-12-05.ranks.json": ("scientific/wo_aat", None),
+    "scientific_test_cpufast_epochs2_seed7_cpu_2026-12-05.ranks.json": ("scientific/wo_aat", 7),
     "beauty_test_full_seed1_h200_2026-12-04.ranks.json": ("beauty/full", 1),
     "beauty_test_wo_gct_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_gct", 1),
     "beauty_test_wo_dki_seed1_h200_2026-12-04.ranks.json": ("beauty/wo_dki", 1),
