@@ -1,8 +1,9 @@
 """EAGER-LLM demo: build a purchase history, watch item codes decode into products, compare ablations.
 
 Layout and wiring only; everything it does is in ``eager.demo`` (which the tests call directly).
-Run: ``python app.py`` (or as a Hugging Face Space). Settings: $EAGER_DEMO_DATASET (default
-beauty), $EAGER_DATA_ROOT, $EAGER_CHECKPOINTS (default ./checkpoints).
+Run: ``./run demo`` (sets up on first use), ``python app.py``, or as a Hugging Face Space. Settings:
+$EAGER_DEMO_DATASET (default beauty), $EAGER_DATA_ROOT (unset: the dataset is downloaded and prepared
+under ./data on first start), $EAGER_CHECKPOINTS (default ./checkpoints).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from eager.decoding.engine import BeamStep
 from eager.demo import views
 from eager.demo.service import DemoError, DemoService, RecommendOutcome
-from eager.llm.recipes import VARIANTS
-from eager.serve.engine import BeamStep
+from eager.model.variants import VARIANTS
 
 try:  # ZeroGPU on Hugging Face Spaces: model calls borrow a GPU; elsewhere a no-op
     import spaces
@@ -264,6 +265,14 @@ def _example_users(service: DemoService, count: int = 3) -> list[list[str]]:
 
 
 def main() -> None:
+    import sys
+
+    from eager.demo.setup import ensure_demo_data
+
+    try:  # without its data the demo still starts, and says what is missing and what to do
+        print(f"eager demo: {ensure_demo_data()}", file=sys.stderr)
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"eager demo: {err}", file=sys.stderr)
     service = DemoService()
     demo = build_demo(service)
     demo.queue(max_size=int(os.environ.get("EAGER_QUEUE_SIZE", "32")))

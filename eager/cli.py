@@ -27,10 +27,12 @@ def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help
     """What `train` and `search` share: which dataset, variant, recipe and backbone, and where things live."""
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--variant", default="full", help=variant_help)
-    # Spelled out rather than read from eager.llm.recipes, which would import torch for every `eager --help`.
-    parser.add_argument("--recipe", default=recipe, help="smollm2 (ours), gpu-lease (one short GPU lease), "
-                        "paper (reference), smoke, cpu, cpu-compact (a CPU run of ~1.5 h) or cpu-fast "
-                        "(cpu-compact in bf16 without LoRA dropout: about twice as fast on a CPU with bf16)")
+    # Spelled out rather than read from eager.train.recipes, which would import torch for every `eager --help`.
+    parser.add_argument("--recipe", default=recipe, help="a named recipe (eager/train/recipes.py): smollm2, "
+                        "multitask-short (~4.5 GPU-minutes), multitask-quarter-epoch (the shipped Beauty models), "
+                        "seqrec-compact (~1.5 h on a CPU), seqrec-compact-bf16 (the same, bf16 where the CPU has it), "
+                        "seqrec-compact-2ep (the shipped Scientific model), check (a half-hour check of the real "
+                        "backbone), smoke (tests) or paper (reference)")
     parser.add_argument("--eval-users", type=int, help="validation users for model selection")
     parser.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     parser.add_argument("--restart", action="store_true",
@@ -150,7 +152,7 @@ def train_recipe_from_args(args):
     """The named recipe with ``eager train``'s overrides applied (each flag left unset keeps the recipe's)."""
     from dataclasses import replace
 
-    from eager.llm.recipes import get_recipe
+    from eager.train.recipes import get_recipe
 
     recipe = get_recipe(args.recipe)
     if args.max_steps:
@@ -177,8 +179,8 @@ def train_recipe_from_args(args):
 
 def cmd_train(args) -> None:
     from eager.data import load_dataset
-    from eager.llm.pipeline import train_variant
-    from eager.llm.recipes import get_variant
+    from eager.model.variants import get_variant
+    from eager.train.pipeline import train_variant
 
     recipe, variant = train_recipe_from_args(args), get_variant(args.variant)
     data = load_dataset(args.dataset, args.data_root)
@@ -194,8 +196,9 @@ def cmd_search(args) -> None:
     from dataclasses import replace
 
     from eager.data import load_dataset
-    from eager.llm.recipes import get_recipe, get_variant
-    from eager.llm.search import LEASE_TRIALS, parse_trial, planned_runs, run_search
+    from eager.lab.search import LEASE_TRIALS, parse_trial, planned_runs, run_search
+    from eager.model.variants import get_variant
+    from eager.train.recipes import get_recipe
 
     recipe, variant = get_recipe(args.recipe), get_variant(args.variant)
     try:
@@ -203,7 +206,7 @@ def cmd_search(args) -> None:
         seeds = _seed_list(args.seeds) if args.seeds else None
         planned_runs(trials, variant, seeds)  # a trial that cannot run is refused before anything loads
     except ValueError as err:
-        raise SystemExit(f"eager search: {err}") from None
+        raise SystemExit(f"eager lab search: {err}") from None
     if args.eval_users:
         recipe = replace(recipe, eval_users=args.eval_users)
     data = load_dataset(args.dataset, args.data_root)
@@ -222,7 +225,7 @@ def _seed_list(text: str) -> list[int]:
 
 def cmd_recommend(args) -> None:
     from eager.data import load_dataset
-    from eager.llm.pipeline import recommend_keys
+    from eager.decoding.evaluate import recommend_keys
 
     loaded, _, _ = _load_serving(args)
     data = load_dataset(loaded.config["dataset"], args.data_root)
@@ -246,7 +249,8 @@ def cmd_eval(args) -> None:
     if args.task == "item2index":
         return _probe_item2index(args)
     if args.checkpoint:
-        from eager.llm.pipeline import evaluate_checkpoint, record_evaluation
+        from eager.decoding.evaluate import evaluate_checkpoint
+        from eager.model.checkpoint import record_evaluation
 
         if args.record and args.exclude_history:
             raise ValueError("--record stores the protocol's evaluation, which keeps the users' earlier items; "
@@ -293,8 +297,8 @@ def cmd_eval(args) -> None:
 
 def _probe_item2index(args) -> None:
     from eager.data import load_dataset
+    from eager.decoding.engine import BeamSearchEngine
     from eager.eval.alignment import item2index_probe
-    from eager.serve.engine import BeamSearchEngine
 
     if not args.checkpoint:
         raise ValueError("--task item2index probes a model: give --checkpoint DIR")
@@ -313,7 +317,7 @@ def _probe_item2index(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from eager.eval.compare import comparison_table, compare_evaluations
+    from eager.lab.compare import compare_evaluations, comparison_table
 
     names = args.names.split(",") if args.names else [None, None]
     if len(names) != 2:
@@ -335,7 +339,7 @@ def cmd_compare(args) -> None:
     else:
         print(comparison_table(result))
         if args.by:
-            from eager.eval.breakdown import GROUPINGS, grouped_table
+            from eager.lab.breakdown import GROUPINGS, grouped_table
 
             print(f"\nWithin groups of users, by {GROUPINGS[args.by]}:\n")
             print(grouped_table(result))
@@ -348,10 +352,10 @@ def _evaluation_reader(data_root):
     from dataclasses import replace
 
     from eager.data import load_dataset
-    from eager.eval.compare import read_evaluation
     from eager.eval.harness import PREDICTIONS_FILE
     from eager.eval.rank_file import RANKS_FILE, read_rank_file, read_rank_header
-    from eager.llm.search import read_search_trial, trial_evaluation
+    from eager.eval.records import read_evaluation
+    from eager.lab.search import read_search_trial, trial_evaluation
 
     datasets: dict = {}
 
@@ -377,8 +381,8 @@ def _evaluation_reader(data_root):
 
 
 def cmd_ranks(args) -> None:
-    from eager.eval.compare import read_evaluation
     from eager.eval.rank_file import RANKS_FILE, evaluation_rank_record, write_rank_file
+    from eager.eval.records import read_evaluation
 
     evaluation = read_evaluation(args.evaluation)
     source = Path(args.evaluation)
@@ -390,7 +394,7 @@ def cmd_ranks(args) -> None:
 
 
 def cmd_rerun(args) -> None:
-    from eager.llm.pipeline import record_rerun
+    from eager.lab.rerun import record_rerun
 
     entry = record_rerun(args.checkpoint, args.rerun)
     test = entry.get("test", {})
@@ -401,7 +405,7 @@ def cmd_rerun(args) -> None:
 
 def _compare_by_group(a, b, metrics, args) -> dict:
     from eager.data import load_dataset
-    from eager.eval.breakdown import compare_by_group, group_users
+    from eager.lab.breakdown import compare_by_group, group_users
 
     dataset = next((e.dataset for e in a + b if e.dataset), None)
     split = next((e.split for e in a + b if e.split), None)
@@ -528,17 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activation-checkpointing", type=int, nargs="?", const=1, metavar="N",
                        help="recompute the activations of every N-th decoder layer in the backward pass (alone: every "
                        "layer; 0: none): the same gradients for a second forward pass through them, in far less GPU "
-                       "memory (the gpu-lease recipe on an 80 GB H100; default: the recipe's)")
+                       "memory (the multitask-short recipe on an 80 GB H100; default: the recipe's)")
     train.add_argument("--train-seed", type=int,
                        help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
                        "users trained and validated stay the recipe's, so two seeds pair user by user")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
     train.set_defaults(func=cmd_train)
 
-    search = stages.add_parser("search", help="measure recipe levers: stage-1 trials ranked on validation")
-    _add_training_run(search, "gpu-lease", "whose stage 1 the trials train (default full; an aat=1 trial trains "
+    # Experiment tools, apart from the stages a user runs (eager/lab/README.md).
+    lab = stages.add_parser("lab", help="experiment tools: recipe search, paired comparisons, rank files, reruns")
+    lab_cmds = lab.add_subparsers(dest="action", required=True)
+
+    search = lab_cmds.add_parser("search", help="measure recipe levers: stage-1 trials ranked on validation")
+    _add_training_run(search, "multitask-short", "whose stage 1 the trials train (default full; an aat=1 trial trains "
                       "its annealing adapter too)")
-    search.add_argument("--trial", action="append", help="a named trial (see eager.llm.search.LEASE_TRIALS) or "
+    search.add_argument("--trial", action="append", help="a named trial (see eager.lab.search.LEASE_TRIALS) or "
                         "NAME:field.path=value,...; repeat it; default: every named trial. aat=1 in a spec also "
                         "trains the annealing adapter after stage 1 and scores both (NAME, NAME.stage1)")
     search.add_argument("--max-steps", type=int, help="stage-1 steps of every trial that does not set its own (exact: "
@@ -591,11 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
-    compare = stages.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
+    compare = lab_cmds.add_parser("compare", help="is B better than A? a paired test over the users both evaluated")
     compare.add_argument("a", help="evaluation A: a folder written by `eager eval` / `eager baseline` "
                          "(predictions.jsonl + metrics.json), a predictions.jsonl file, a rank file (ranks.json, "
-                         "from `eager eval --out` or `eager ranks`; read against the dataset), or a search trial's "
-                         "validation as SEARCH_DIR:TRIAL (an `eager search --out` folder); several, "
+                         "from `eager eval --out` or `eager lab ranks`; read against the dataset), or a search trial's "
+                         "validation as SEARCH_DIR:TRIAL (an `eager lab search --out` folder); several, "
                          "comma-separated, are runs of one system (e.g. training seeds), averaged per user "
                          "before the pairing")
     compare.add_argument("b", help="evaluation B (one or several runs, as A), of the same split and users")
@@ -613,14 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_root(compare)
     compare.set_defaults(func=cmd_compare)
 
-    ranks = stages.add_parser("ranks", help="an evaluation's per-user target ranks, without the data: a file small "
-                              "enough to commit that `eager compare` pairs again later")
+    ranks = lab_cmds.add_parser("ranks", help="an evaluation's per-user target ranks, without the data: a file small "
+                              "enough to commit that `eager lab compare` pairs again later")
     ranks.add_argument("evaluation", help="a folder written by `eager eval` / `eager baseline`, or its predictions.jsonl "
                        "(its metrics.json must name the dataset and split)")
     ranks.add_argument("--out", help="where to write it (default: ranks.json beside the predictions)")
     ranks.set_defaults(func=cmd_ranks)
 
-    rerun = stages.add_parser("rerun", help="record another training seed's run of a checkpoint's variant into its "
+    rerun = lab_cmds.add_parser("rerun", help="record another training seed's run of a checkpoint's variant into its "
                               "metrics.json, so the model card shows what a rerun moves")
     rerun.add_argument("--checkpoint", required=True, help="the checkpoint that ships (its metrics.json gains `reruns`)")
     rerun.add_argument("--from", dest="rerun", required=True, metavar="DIR",

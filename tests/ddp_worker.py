@@ -10,13 +10,15 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from eager.decoding.trie import CodeTrie
+from eager.model.code_tokens import add_code_tokens  # noqa: E402
+from eager.train.samples import build_samples
+from eager.train.trainer import train_stage  # noqa: E402
+from eager.train.validation import selection_cases, validation_ranks, validation_score  # noqa: E402
 from tests.conftest import make_cyclic_data  # noqa: E402
-from tests.tiny import TEST_RECIPE, load_tiny as _tiny, toy_index as _index  # noqa: E402
-from eager.llm.code_tokens import add_code_tokens  # noqa: E402
-from eager.llm.decode import CodeTrie  # noqa: E402
-from eager.llm.tasks import build_samples  # noqa: E402
-from eager.llm.train import train_stage  # noqa: E402
-from eager.llm.validation import selection_cases, validation_ranks, validation_score  # noqa: E402
+from tests.tiny import TEST_RECIPE  # noqa: E402
+from tests.tiny import load_tiny as _tiny
+from tests.tiny import toy_index as _index
 
 
 def main(base_dir: str, out_dir: str, batch_tokens: str = "") -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eager.llm import train
-from eager.llm.pipeline import train_variant
-from eager.llm.recipes import get_variant
+from eager.model.variants import get_variant
+from eager.train import trainer as train
+from eager.train.pipeline import train_variant
 from tests.conftest import make_cyclic_data
 from tests.tiny import TEST_RECIPE, toy_embeddings, toy_index
 
@@ -64,7 +64,7 @@ def main(base_dir: str, out_dir: str, stop_after_epoch: str = "") -> None:
 
             return stopping
 
-        from eager.llm import pipeline
+        from eager.train import pipeline
 
         pipeline.make_logger = make_logger
     data = make_cyclic_data()

@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 
 from eager.data.dataset import items_frame
+from eager.decoding.engine import SearchResult
+from eager.decoding.trie import Recommendation
 from eager.eval.alignment import item2index_probe, probe_items
-from eager.llm.decode import Recommendation
-from eager.llm.tasks import get_prompt_style
-from eager.serve.engine import SearchResult
+from eager.model.prompts import get_prompt_style
 from tests.conftest import make_cyclic_data
 from tests.tiny import toy_index
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from eager.decoding.engine import BeamStep
 from eager.demo.service import DemoConfig, DemoError, DemoService, RecommendOutcome
-from eager.llm.pipeline import train_variant
-from eager.llm.recipes import VARIANTS
-from eager.serve.engine import BeamStep
+from eager.model.variants import VARIANTS
+from eager.train.pipeline import train_variant
 from tests.conftest import make_cyclic_data
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
@@ -97,8 +97,8 @@ def test_recommend_decodes_real_items_with_reasons_and_the_held_out_rank(service
             levels = [lv for lv, s in enumerate(index.level_sources) if s == share["source"]][: share["depth"]]
             assert all(index.code_of(share["key"])[lv] == index.code_of(item.key)[lv] for lv in levels)
     # Whether the list is certified exact agrees with an exact search of the same model.
+    from eager.decoding.engine import exact_top_k
     from eager.demo.views import outcome_markdown
-    from eager.serve.engine import exact_top_k
 
     # By default the history's own items are left out, so the exact search leaves them out too.
     assert outcome.hid_history and not set(ranked) & set(case["history"])
@@ -153,7 +153,7 @@ def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, 
     from eager.cli import main
     from eager.data import load_dataset
     from eager.demo import views
-    from eager.llm.checkpoint import read_config
+    from eager.model.checkpoint import read_config
 
     shipped = tmp_path / "checkpoints" / "beauty"
     shutil.copytree(demo_root / "checkpoints" / "beauty", shipped)
@@ -164,13 +164,13 @@ def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, 
     rerun = tmp_path / "full-seed1"
     train_variant(data, VARIANTS["full"], recipe, rerun, tmp_path / "artifacts", base=str(base_dir), progress=False,
                   model=model, tokenizer=tok, index=toy_index(data, "dual"), tables=toy_embeddings(data))
-    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0
+    assert main(["lab", "rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0
     assert json.loads(capsys.readouterr().out)["train_seed"] == 1
     read_config(shipped / "full")  # the manifest was refreshed: the checkpoint still loads
     recorded = json.loads((rerun / "metrics.json").read_text())["selection"]
     (entry,) = json.loads((shipped / "full" / "metrics.json").read_text())["reruns"]
     assert entry["train_seed"] == 1 and entry["selection"] == recorded
-    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0  # again: replaced
+    assert main(["lab", "rerun", "--checkpoint", str(shipped / "full"), "--from", str(rerun)]) == 0  # again: replaced
     assert len(json.loads((shipped / "full" / "metrics.json").read_text())["reruns"]) == 1
 
     service = DemoService(DemoConfig(dataset="beauty", data_root=str(demo_root / "data"),
@@ -183,12 +183,12 @@ def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, 
     assert "| full, train seed 1 |" in text and "not evidence" in text
 
     for other, reason in ((shipped / "full", "same seed"), (shipped / "wo_gct", "its variant is 'wo_gct'")):
-        assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(other)]) == 2
+        assert main(["lab", "rerun", "--checkpoint", str(shipped / "full"), "--from", str(other)]) == 2
         assert reason in capsys.readouterr().err
 
     # A rerun is judged by what its recipe trains, not by its name: a search names each seed's trial
     # apart, while a recipe that trains differently is no rerun, whatever it is called.
-    from eager.llm.checkpoint import write_manifest
+    from eager.model.checkpoint import write_manifest
 
     def rerun_with(name: str, change) -> Path:
         folder = tmp_path / name
@@ -200,10 +200,10 @@ def test_a_recorded_rerun_shows_on_the_model_card_beside_its_variant(demo_root, 
         return folder
 
     renamed = rerun_with("renamed", lambda recipe: recipe.update(name=recipe["name"] + "+trial-seed1"))
-    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(renamed)]) == 0
+    assert main(["lab", "rerun", "--checkpoint", str(shipped / "full"), "--from", str(renamed)]) == 0
     assert json.loads(capsys.readouterr().out)["train_seed"] == 1
     faster = rerun_with("faster", lambda recipe: recipe["stage1"].update(lr=recipe["stage1"]["lr"] * 2))
-    assert main(["rerun", "--checkpoint", str(shipped / "full"), "--from", str(faster)]) == 2
+    assert main(["lab", "rerun", "--checkpoint", str(shipped / "full"), "--from", str(faster)]) == 2
     assert "stage1.lr" in capsys.readouterr().err
 
 
@@ -320,8 +320,9 @@ REAL_CHECKPOINT = REPO / "checkpoints" / "beauty" / "full"
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_CHECKPOINT.exists(), reason="no trained Beauty checkpoint in checkpoints/ yet (issue #5)")
 def test_real_beauty_checkpoint_through_the_api(shared_data):
-    import app
     from gradio_client import Client
+
+    import app
 
     service = DemoService(DemoConfig(dataset="beauty", data_root=str(shared_data), checkpoints=str(REPO / "checkpoints")))
     demo = app.build_demo(service)

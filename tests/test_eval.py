@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eager.data.split import eval_cases, train_sequences
-from eager.eval import evaluate_rankings, metrics_from_ranks, rankings_from_scores, read_rankings, target_rank
+from eager.eval import (
+    evaluate_rankings,
+    metrics_from_ranks,
+    rankings_from_scores,
+    read_rankings,
+    target_rank,
+)
 
 
 def test_hand_computed_metrics():

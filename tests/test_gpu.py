@@ -9,7 +9,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize("kv_heads", [3, 9])
 def test_varlen_flash_matches_the_masked_sdpa_reference(kv_heads):
-    from eager.llm.attention import (
+    from eager.train.attention import (
         segment_bounds,
         varlen_attention_forward,
         varlen_reference,
@@ -39,12 +39,12 @@ def test_varlen_flash_matches_the_masked_sdpa_reference(kv_heads):
 
 def test_packed_training_step_never_syncs(cyclic_data, base_dir):
     """Forward, loss (LM + GCT), backward and a fused AdamW step queue on the GPU without one host sync."""
-    from eager.llm.attention import TrainingAttention
-    from eager.llm.batching import collate_packed
-    from eager.llm.code_tokens import add_code_tokens
-    from eager.llm.gct import DecompressionProjectors, GCTConfig
-    from eager.llm.objective import compute_loss
-    from eager.llm.tasks import build_samples
+    from eager.model.code_tokens import add_code_tokens
+    from eager.train.attention import TrainingAttention
+    from eager.train.batching import collate_packed
+    from eager.train.gct import DecompressionProjectors, GCTConfig
+    from eager.train.objective import compute_loss
+    from eager.train.samples import build_samples
     from tests.tiny import load_tiny, toy_embeddings, toy_index
 
     model, tok = load_tiny(base_dir)

@@ -12,17 +12,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eager.llm.batching import IGNORE, collate
-from eager.llm.checkpoint import CheckpointError, load_checkpoint
-from eager.llm.code_tokens import add_code_tokens
-from eager.llm.decode import CodeTrie, recommend_batch
-from eager.llm.gct import DecompressionProjectors, GCTConfig
-from eager.llm.objective import compute_loss
-from eager.llm.pipeline import evaluate_checkpoint, recommend_keys, train_variant
-from eager.llm.recipes import get_recipe, get_variant
-from eager.llm.tasks import build_samples
-from eager.llm import train as train_module
-from eager.llm.train import train_stage
+from eager.decoding.evaluate import evaluate_checkpoint, recommend_keys
+from eager.decoding.hf_generate import recommend_batch
+from eager.decoding.trie import CodeTrie
+from eager.model.checkpoint import CheckpointError
+from eager.model.code_tokens import add_code_tokens
+from eager.model.variants import get_variant
+from eager.serve.loader import load_checkpoint
+from eager.train import trainer as train_module
+from eager.train.batching import IGNORE, collate
+from eager.train.gct import DecompressionProjectors, GCTConfig
+from eager.train.objective import compute_loss
+from eager.train.pipeline import train_variant
+from eager.train.recipes import get_recipe
+from eager.train.samples import build_samples
+from eager.train.trainer import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 _tiny, _embeddings, _index = load_tiny, toy_embeddings, toy_index
@@ -180,7 +184,7 @@ def test_cpu_bf16_falls_back_to_fp32_where_the_cpu_has_no_bf16_matmul(monkeypatc
 
 
 def test_cpu_fast_is_cpu_compact_in_bf16_without_lora_dropout():
-    compact, fast = asdict(get_recipe("cpu-compact")), asdict(get_recipe("cpu-fast"))
+    compact, fast = asdict(get_recipe("seqrec-compact")), asdict(get_recipe("seqrec-compact-bf16"))
     differ = {k for k in compact if compact[k] != fast[k] and k not in ("stage1", "stage2")}
     assert differ == {"name", "cpu_bf16"} and fast["cpu_bf16"] and not compact["cpu_bf16"]
     for stage in ("stage1", "stage2"):
@@ -245,7 +249,7 @@ def _small_llama() -> LlamaForCausalLM:
 def test_nf4_quantisation_runs_on_cpu_and_stays_close():
     import bitsandbytes as bnb
 
-    from eager.llm.checkpoint import quantize_nf4
+    from eager.serve.quantize import quantize_nf4
 
     model = _small_llama()
     ids = torch.randint(0, 1000, (1, 12))
@@ -263,7 +267,7 @@ def test_nf4_leaves_linears_that_do_not_fit_its_blocks_unquantised_and_still_run
     CPU kernel would fail on it at the first matmul) and the model still runs, on any CPU."""
     import bitsandbytes as bnb
 
-    from eager.llm.checkpoint import fits_4bit_kernel, quantize_nf4
+    from eager.serve.quantize import fits_4bit_kernel, quantize_nf4
 
     model = _small_llama()
     ids = torch.randint(0, 1000, (1, 12))
@@ -285,7 +289,7 @@ def test_nf4_runs_everything_else_in_the_compute_dtype_and_keeps_what_it_is_told
     """A bf16-stored model served with fp32 compute: embeddings, norms, head and kept Linears in fp32."""
     import bitsandbytes as bnb
 
-    from eager.llm.checkpoint import quantize_nf4
+    from eager.serve.quantize import quantize_nf4
 
     model = torch.nn.Module.to(_small_llama(), torch.bfloat16)
     quantized = quantize_nf4(model, torch.float32, blocksize=32, keep=("layers.1.mlp.",))
@@ -359,7 +363,7 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     written = json.loads((tmp_path / "h2" / "metrics.json").read_text())
     assert short["max_history"] == written["max_history"] == 2 and written["model_history_window"] == TEST_RECIPE.max_history
     from eager.data.split import eval_cases
-    from eager.serve.engine import BeamSearchEngine
+    from eager.decoding.engine import BeamSearchEngine
 
     cases = eval_cases(data, "valid", 2)[:8]
     assert all(len(c.history) == 2 for c in cases) and max(len(c.history) for c in eval_cases(data, "valid")[:8]) > 2
@@ -369,7 +373,7 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     assert lists == {data.user_keys[c.user]: [r.key for r in rec] for c, rec in zip(cases, found)}
     # A model reads the history it trained on: with a cap of 2 in its recipe, selection, evaluation
     # and recommendation all read each user's last 2 items (the same lists as --max-history 2 above).
-    from eager.llm.validation import selection_cases
+    from eager.train.validation import selection_cases
 
     assert max(len(c.history) for c in selection_cases(data, replace(TEST_RECIPE, max_history=2))) == 2
     assert max(len(c.history) for c in selection_cases(data, TEST_RECIPE)) > 2
@@ -383,7 +387,7 @@ def test_cli_eval_and_recommend_a_checkpoint(cyclic_data, base_dir, tmp_path, ca
     # The same from disk: the window comes from the checkpoint's config, and --record keeps to it.
     import shutil
 
-    from eager.llm.checkpoint import write_manifest
+    from eager.model.checkpoint import write_manifest
 
     capped_dir = tmp_path / "capped"
     shutil.copytree(ckpt, capped_dir)
@@ -518,7 +522,7 @@ def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path, batch_
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=300), st.integers(1, 16), st.integers(1, 6))
 @settings(max_examples=50, deadline=None)
 def test_bucketed_batches_cover_everything_once(lengths, batch_size, bucket):
-    from eager.llm.batching import bucketed_batches
+    from eager.train.batching import bucketed_batches
 
     order = list(np.random.default_rng(0).permutation(len(lengths)))
     batches = bucketed_batches(order, lengths, batch_size, bucket)
@@ -530,7 +534,7 @@ def test_bucketed_batches_cover_everything_once(lengths, batch_size, bucket):
        st.integers(300, 2000))
 @settings(max_examples=50, deadline=None)
 def test_token_budget_batches_stay_under_it(lengths, batch_size, bucket, max_tokens):
-    from eager.llm.batching import bucketed_batches
+    from eager.train.batching import bucketed_batches
 
     order = list(np.random.default_rng(0).permutation(len(lengths)))
     batches = bucketed_batches(order, lengths, batch_size, bucket, max_tokens=max_tokens)
@@ -542,7 +546,7 @@ def test_token_budget_batches_stay_under_it(lengths, batch_size, bucket, max_tok
 
 
 def test_token_lengths_are_the_encoded_lengths(cyclic_data, base_dir):
-    from eager.llm.batching import encode, token_lengths
+    from eager.train.batching import encode, token_lengths
 
     _, tok = _tiny(base_dir)
     index = _index(cyclic_data)
@@ -552,7 +556,7 @@ def test_token_lengths_are_the_encoded_lengths(cyclic_data, base_dir):
 
 
 def test_bucketed_batches_cut_padding():
-    from eager.llm.batching import bucketed_batches
+    from eager.train.batching import bucketed_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 400, size=2000).tolist()
@@ -569,8 +573,8 @@ def test_bucketed_batches_cut_padding():
 @given(st.integers(2, 12), st.sampled_from([64, 200, 400]), st.integers(0, 10_000))
 def test_packed_batches_give_the_padded_loss(cyclic_data, base_dir, size, row_len, seed):
     """Packing changes the layout, never the loss: no sample sees another, GCT reads the same states."""
-    from eager.llm.attention import VARLEN_ATTENTION, TrainingAttention
-    from eager.llm.batching import collate_packed, pack_rows
+    from eager.train.attention import VARLEN_ATTENTION, TrainingAttention
+    from eager.train.batching import collate_packed, pack_rows
 
     model, tok = _tiny(base_dir)
     model.eval()

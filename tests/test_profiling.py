@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from eager.llm.code_tokens import add_code_tokens
-from eager.llm.decode import CodeTrie
-from eager.llm.profiling import PROFILE_ENV, profile_window
-from eager.llm.tasks import build_samples
-from eager.llm.train import train_stage
+from eager.decoding.trie import CodeTrie
+from eager.model.code_tokens import add_code_tokens
+from eager.train.profiling import PROFILE_ENV, profile_window
+from eager.train.samples import build_samples
+from eager.train.trainer import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_index
 
 

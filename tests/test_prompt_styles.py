@@ -4,17 +4,14 @@ from dataclasses import replace
 
 import pytest
 
-from eager.llm.batching import encode
-from eager.llm.checkpoint import load_checkpoint
-from eager.llm.pipeline import evaluate_checkpoint, train_variant
-from eager.llm.recipes import get_variant
-from eager.llm.tasks import (
-    PROMPT_STYLES,
-    build_samples,
-    get_prompt_style,
-    seqrec_prompt,
-)
-from eager.serve.engine import BeamSearchEngine
+from eager.decoding.engine import BeamSearchEngine
+from eager.decoding.evaluate import evaluate_checkpoint
+from eager.model.prompts import PROMPT_STYLES, get_prompt_style, seqrec_prompt
+from eager.model.variants import get_variant
+from eager.serve.loader import load_checkpoint
+from eager.train.batching import encode
+from eager.train.pipeline import train_variant
+from eager.train.samples import build_samples
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 

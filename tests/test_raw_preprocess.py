@@ -4,10 +4,11 @@ import gzip
 import json
 import zipfile
 
-from eager.data.dataset import InteractionData
-from eager.data.raw_amazon import k_core, preprocess_amazon2014, preprocess_amazon2018, preprocess_ml100k
-
 import pandas as pd
+
+from eager.data.dataset import InteractionData
+from eager.data.raw_amazon import k_core, preprocess_amazon2014, preprocess_amazon2018
+from eager.data.raw_movielens import preprocess_ml100k
 
 
 def _write_gz(path, lines):

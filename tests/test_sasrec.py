@@ -10,12 +10,12 @@ from eager.baselines.popularity import run_popularity
 from eager.baselines.sasrec import (
     SASREC_SMOKE_CONFIG,
     config_with,
-    load_item_embeddings,
     pad_batch,
     run_sasrec,
     training_windows,
 )
 from eager.cli import main
+from eager.embeddings.behaviour import load_item_embeddings
 
 
 @given(st.lists(st.integers(0, 60), min_size=1, max_size=8), st.integers(1, 12))

@@ -9,14 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eager.decoding.engine import BeamSearchEngine, exact_item_scores, exact_top_k
+from eager.decoding.hf_generate import recommend_batch
+from eager.decoding.trie import CodeTrie
 from eager.index.item_index import ItemIndex
-from eager.llm.checkpoint import load_checkpoint
-from eager.llm.code_tokens import add_code_tokens
-from eager.llm.decode import CodeTrie, recommend_batch
-from eager.llm.pipeline import train_variant
-from eager.llm.recipes import get_variant
+from eager.model.code_tokens import add_code_tokens
+from eager.model.variants import get_variant
 from eager.serve import loader as serve_loader
-from eager.serve.engine import BeamSearchEngine, exact_item_scores, exact_top_k
+from eager.serve.loader import load_checkpoint
+from eager.train.pipeline import train_variant
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
 HISTORIES = [["I001", "I002"], ["I010"], ["I020", "I021", "I022", "I023", "I024", "I025"], ["I049", "I000", "I001"]]

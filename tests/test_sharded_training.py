@@ -114,7 +114,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(base_dir, tmp_path, ddp_
 @given(st.integers(0, 40), st.integers(1, 4), st.integers(1, 8))
 @settings(max_examples=60, deadline=None)
 def test_lockstep_rounds_cover_every_share(cases, world, batch_size):
-    from eager.llm.sharding import lockstep_rounds
+    from eager.train.sharding import lockstep_rounds
 
     rounds = lockstep_rounds(cases, world, batch_size)
     shares = [len(range(cases)[rank::world]) for rank in range(world)]
@@ -125,10 +125,10 @@ def test_lockstep_rounds_cover_every_share(cases, world, batch_size):
 def test_padded_validation_rounds_search_but_score_only_real_cases(cyclic_data, base_dir, monkeypatch):
     """A process with fewer cases runs the same number of searches (forwards are collectives under FSDP)."""
     from eager.data.split import eval_cases
-    from eager.llm.code_tokens import add_code_tokens
-    from eager.llm.decode import CodeTrie
-    from eager.llm.validation import validation_ranks
-    from eager.serve.engine import BeamSearchEngine
+    from eager.decoding.engine import BeamSearchEngine
+    from eager.decoding.trie import CodeTrie
+    from eager.model.code_tokens import add_code_tokens
+    from eager.train.validation import validation_ranks
     from tests.tiny import load_tiny, toy_index
 
     model, tok = load_tiny(base_dir)

@@ -9,13 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import get_cosine_schedule_with_warmup
 
-from eager.llm.batching import CollatedBatches, bucketed_batches
-from eager.llm.code_tokens import add_code_tokens
-from eager.llm.decode import CodeTrie
-from eager.llm.recipes import GPU_LEASE_RECIPE, get_recipe
-from eager.llm.tasks import build_samples
-from eager.llm.schedule import StepBudget
-from eager.llm.train import train_stage
+from eager.decoding.trie import CodeTrie
+from eager.model.code_tokens import add_code_tokens
+from eager.train.batching import CollatedBatches, bucketed_batches
+from eager.train.recipes import MULTITASK_SHORT_RECIPE, get_recipe
+from eager.train.samples import build_samples
+from eager.train.schedule import StepBudget
+from eager.train.trainer import train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_index
 
 
@@ -39,7 +39,7 @@ class FakeClock:
 
 def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
     clock = FakeClock(2.0)
-    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
+    monkeypatch.setattr("eager.train.schedule.time.monotonic", clock)
     budget = StepBudget(total=10_000, warmup_ratio=0.0, max_minutes=1.0)  # 60 s at 2 s a step
     synced = []
     step = 0
@@ -56,7 +56,7 @@ def test_budget_fits_the_step_count_to_the_clock(monkeypatch):
 def test_budget_gives_back_the_steps_slow_first_steps_took(monkeypatch):
     """Steps that get faster after the first fit (warm-up, loader workers) raise the count again."""
     clock = FakeClock(1.0)
-    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
+    monkeypatch.setattr("eager.train.schedule.time.monotonic", clock)
     budget = StepBudget(total=1000, warmup_ratio=0.0, max_minutes=2.0)  # 120 s
     step, counts = 0, []
     while step < budget.total:
@@ -73,7 +73,7 @@ def test_budget_gives_back_the_steps_slow_first_steps_took(monkeypatch):
 
 def test_budget_never_extends_the_planned_steps_and_stops_hard(monkeypatch):
     clock = FakeClock(0.01)
-    monkeypatch.setattr("eager.llm.schedule.time.monotonic", clock)
+    monkeypatch.setattr("eager.train.schedule.time.monotonic", clock)
     budget = StepBudget(total=20, warmup_ratio=0.1, max_minutes=5.0)
     for step in range(1, 21):
         clock.now += clock.per_step
@@ -119,8 +119,8 @@ def test_a_stage_with_a_clock_budget_stops_early_and_says_so(cyclic_data, base_d
 
 
 def test_the_gpu_lease_recipe_is_named_and_budgeted():
-    recipe = get_recipe("gpu-lease")
-    assert recipe is GPU_LEASE_RECIPE
+    recipe = get_recipe("multitask-short")
+    assert recipe is MULTITASK_SHORT_RECIPE
     assert recipe.stage1.max_minutes and recipe.stage2.max_minutes and recipe.pack_len
     assert not recipe.stage1.full_finetune and not recipe.stage2.full_finetune
 
@@ -170,14 +170,14 @@ def test_train_flags_override_only_what_they_name():
     from eager.cli import build_parser, train_recipe_from_args
 
     parse = build_parser().parse_args
-    lease = get_recipe("gpu-lease")
-    assert train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease"])) == lease
-    changed = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease", "--max-steps", "274,188",
+    lease = get_recipe("multitask-short")
+    assert train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "multitask-short"])) == lease
+    changed = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "multitask-short", "--max-steps", "274,188",
                                             "--train-seed", "1", "--activation-checkpointing", "--attention", "varlen"]))
     assert changed == replace(lease, train_seed=1, activation_checkpointing=1, attention="varlen",
                               stage1=replace(lease.stage1, max_steps=274, max_minutes=None),
                               stage2=replace(lease.stage2, max_steps=188, max_minutes=None))
-    every_other = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "gpu-lease",
+    every_other = train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "multitask-short",
                                                 "--activation-checkpointing", "2", "--no-compile"]))
     assert every_other == replace(lease, activation_checkpointing=2, compile=False)
     smollm2 = get_recipe("smollm2")
@@ -185,12 +185,12 @@ def test_train_flags_override_only_what_they_name():
     with pytest.raises(SystemExit, match="--activation-checkpointing: .*every how many decoder layers.*not -1"):
         train_recipe_from_args(parse(["train", "--dataset", "beauty", "--activation-checkpointing", "-1"]))
     with pytest.raises(SystemExit, match="--attention: .*set pack_len"):
-        train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "cpu", "--attention", "varlen"]))
+        train_recipe_from_args(parse(["train", "--dataset", "beauty", "--recipe", "check", "--attention", "varlen"]))
 
 
 def test_varlen_attention_trains_like_sdpa(cyclic_data, base_dir, tmp_path, monkeypatch):
     """recipe.attention='varlen' routes every training step's attention through it, and trains to the same numbers."""
-    import eager.llm.attention as attention
+    import eager.train.attention as attention
 
     calls = []
     reference = attention.varlen_reference
@@ -225,7 +225,7 @@ def test_activation_checkpointing_trains_like_the_plain_steps(cyclic_data, base_
     """recipe.activation_checkpointing=n keeps a fraction of the activations of every training step for the
     backward pass (every n-th layer is recomputed, dropout included: the recompute replays its RNG) and
     trains to the same numbers; it is off again after."""
-    import eager.llm.objective as objective
+    import eager.train.objective as objective
 
     kept = []  # per training step: bytes autograd saved for the backward pass inside the decoder stack
 
@@ -277,7 +277,7 @@ def test_activation_checkpointing_trains_like_the_plain_steps(cyclic_data, base_
 
 
 def test_a_step_out_of_memory_says_what_to_change(cyclic_data, base_dir, tmp_path, monkeypatch):
-    import eager.llm.train as train
+    import eager.train.trainer as train
 
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 504.00 MiB.\nmore detail")
@@ -317,10 +317,10 @@ def test_a_step_out_of_memory_says_what_to_change(cyclic_data, base_dir, tmp_pat
 def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):
     from types import SimpleNamespace
 
-    from eager.llm.resume import check_resumable, run_settings
+    from eager.train.resume import check_resumable, run_settings
 
     config = SimpleNamespace(hidden_size=64, num_hidden_layers=2)
-    recipe = get_recipe("cpu-compact")
+    recipe = get_recipe("seqrec-compact")
 
     def settings_of(r):
         return run_settings("stage1", r.stage1, r, "scientific", 1000, 49_400, config)
@@ -328,7 +328,7 @@ def test_a_saved_state_resumes_only_under_the_same_settings(tmp_path):
     saved = settings_of(recipe)
     # A search trial's name and a fresh clock budget are free: the step count is the saved one.
     # So is activation checkpointing (the same gradients): a run stopped by GPU memory resumes with it.
-    same = replace(recipe, name="cpu-compact+trial", stage1=replace(recipe.stage1, max_minutes=5),
+    same = replace(recipe, name="seqrec-compact+trial", stage1=replace(recipe.stage1, max_minutes=5),
                    activation_checkpointing=1)
     check_resumable(saved, settings_of(same), tmp_path / "stage1_state.pt")
     changed = replace(recipe, stage1=replace(recipe.stage1, tasks=("seqrec", "item2index")), token_init="text")

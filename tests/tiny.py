@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from eager.backbone import pretrained_args
 from eager.index.balanced_kmeans import BalancedKMeansConfig
 from eager.index.build import IndexConfig, build_index
-from eager.llm.backbone import pretrained_args
-from eager.llm.recipes import SMOKE_RECIPE
+from eager.train.recipes import SMOKE_RECIPE
 
 TEST_RECIPE = replace(
     SMOKE_RECIPE,

@@ -22,12 +22,11 @@ from tqdm.auto import tqdm
 
 from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases, train_sequences
+from eager.embeddings.behaviour import EMBEDDINGS_FILE, ITEM_KEYS_FILE
 from eager.eval.harness import evaluate_rankings, rankings_from_scores
 from eager.eval.metrics import metrics_from_ranks
 from eager.utils import seed_everything
 
-EMBEDDINGS_FILE = "item_embeddings.npy"
-ITEM_KEYS_FILE = "item_keys.json"
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 
@@ -48,6 +47,11 @@ class SASRecConfig:
     patience: int = 5  # evaluations without a validation NDCG@10 gain before stopping
     max_minutes: float = 20.0
     seed: int = 42
+    # Never score what the user already has: the earlier items are masked out of the softmax in
+    # training and out of the ranking at inference (RecBole's full-sort and RecTools' filter_viewed
+    # do the latter). With tied input/output embeddings the residual stream makes the last item the
+    # top-scored one for nearly every user, and no held-out item of these benchmarks is a repeat.
+    exclude_history: bool = False
 
 
 # Kang & McAuley's setting (hidden 50, BCE, one negative), with our history length of 20.
@@ -132,15 +136,31 @@ def training_windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarr
     return windows
 
 
+def mask_seen(logits: torch.Tensor, seen: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """``logits`` with each row's already-seen items at ``-inf``, its positive item excepted.
+
+    ``logits`` (n, items); ``seen`` (n, T) item tokens (item + 1, 0 = none) the row has seen;
+    the positive stays scorable, so the loss stays finite on data where an item repeats."""
+    penalty = torch.zeros_like(logits)
+    rows, cols = torch.nonzero(seen, as_tuple=True)
+    penalty[rows, seen[rows, cols] - 1] = float("-inf")
+    return logits + penalty.scatter_(1, positive[:, None], 0.0)
+
+
 def _loss(model: SASRec, tokens: torch.Tensor, lengths: torch.Tensor, num_items: int, generator) -> torch.Tensor:
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     hidden = model(inputs, (lengths - 1).clamp(min=1))
     valid = targets > 0
-    h = hidden[valid]
     positive = targets[valid] - 1
     if model.config.loss == "ce":
-        logits = h @ model.item_embeddings.T
+        logits = hidden[valid] @ model.item_embeddings.T
+        if model.config.exclude_history:
+            steps = inputs.shape[1]
+            earlier = torch.ones(steps, steps, dtype=torch.bool).tril()
+            seen = torch.where(earlier[None], inputs[:, None, :], 0)[valid]  # tokens at positions ≤ t
+            logits = mask_seen(logits, seen, positive)
         return F.cross_entropy(logits, positive)
+    h = hidden[valid]
     negative = torch.randint(0, num_items, positive.shape, generator=generator)
     pos_logit = (h * model.item_embeddings[positive]).sum(-1)
     neg_logit = (h * model.item_embeddings[negative]).sum(-1)
@@ -150,13 +170,22 @@ def _loss(model: SASRec, tokens: torch.Tensor, lengths: torch.Tensor, num_items:
 
 
 @torch.no_grad()
-def score_cases(model: SASRec, cases, batch_size: int = 1024) -> tuple[list[int], torch.Tensor]:
-    """(user indices, score matrix) for evaluation cases; call under ``model.eval()``."""
+def score_cases(model: SASRec, cases, batch_size: int = 1024, read: int | None = None) -> tuple[list[int], torch.Tensor]:
+    """(user indices, score matrix) for evaluation cases; call under ``model.eval()``.
+
+    The model reads each case's last ``read`` items (default: its ``max_len``); with
+    ``exclude_history`` every item of the case's history, read or not, scores ``-inf``."""
+    read = read or model.config.max_len
     users, chunks = [], []
     for start in range(0, len(cases), batch_size):
         batch = cases[start : start + batch_size]
-        tokens, lengths = pad_batch([c.history for c in batch], model.config.max_len)
-        chunks.append(model.score(tokens, lengths))
+        tokens, lengths = pad_batch([c.history for c in batch], read)
+        scores = model.score(tokens, lengths)
+        if model.config.exclude_history:
+            rows = np.concatenate([np.full(len(c.history), i) for i, c in enumerate(batch)]).astype(np.int64)
+            items = np.concatenate([c.history for c in batch]).astype(np.int64)
+            scores[torch.from_numpy(rows), torch.from_numpy(items)] = float("-inf")
+        chunks.append(scores)
         users.extend(c.user for c in batch)
     return users, torch.cat(chunks)
 
@@ -185,7 +214,7 @@ def train_sasrec(
     model = SASRec(data.num_items, config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     windows = training_windows(train_sequences(data), config.max_len)
-    valid = eval_cases(data, "valid", config.max_len)
+    valid = eval_cases(data, "valid", max_history=None)  # the model reads max_len of it
     best, best_state, history, stale = -1.0, None, [], 0
     started = time.monotonic()
     for epoch in range(1, config.epochs + 1):
@@ -226,7 +255,7 @@ def rank_split(model: SASRec, data: InteractionData, split: str, k: int = 20,
                max_history: int | None = None) -> dict[str, list[str]]:
     """Top-``k`` keys per user of ``split``, reading the last ``max_history`` items (default: all it was trained on)."""
     model.eval()
-    users, scores = score_cases(model, eval_cases(data, split, max_history or model.config.max_len))
+    users, scores = score_cases(model, eval_cases(data, split, max_history=None), read=max_history)
     return rankings_from_scores(data, users, scores, k)
 
 
@@ -240,18 +269,6 @@ def save_sasrec(model: SASRec, data: InteractionData, out_dir: str | Path, extra
     meta = {"model": "sasrec", "dataset": data.name, "config": asdict(model.config), **(extra or {})}
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def load_item_embeddings(directory: str | Path, data: InteractionData) -> np.ndarray:
-    """Exported embeddings re-ordered to ``data``'s item order (keys must cover the catalogue)."""
-    directory = Path(directory)
-    table = np.load(directory / EMBEDDINGS_FILE)
-    keys = json.loads((directory / ITEM_KEYS_FILE).read_text())
-    row_of = {k: i for i, k in enumerate(keys)}
-    missing = [k for k in data.item_keys if k not in row_of]
-    if missing:
-        raise KeyError(f"{directory}: embeddings lack {len(missing)} of {data.name}'s items (e.g. {missing[0]!r}); retrain")
-    return table[[row_of[k] for k in data.item_keys]]
 
 
 def run_sasrec(

@@ -1,7 +1,13 @@
 """Data layer: canonical item tables and sequences, benchmark readers, raw preprocessing, splits."""
 
 from eager.data.dataset import TEXT_FIELDS, InteractionData
-from eager.data.registry import DATASETS, DataNotFoundError, get_spec, load_dataset, resolve_data_root
+from eager.data.registry import (
+    DATASETS,
+    DataNotFoundError,
+    get_spec,
+    load_dataset,
+    resolve_data_root,
+)
 from eager.data.split import EvalCase, eval_cases, train_sequences
 
 __all__ = [

@@ -24,10 +24,11 @@ import numpy as np
 
 from eager.data.dataset import InteractionData
 from eager.data.split import DEFAULT_MAX_HISTORY, eval_cases
+from eager.decoding.engine import BeamStep, SearchResult
+from eager.decoding.trie import Recommendation
 from eager.index.item_index import INDEX_FILE, ItemIndex
-from eager.llm.decode import Recommendation
-from eager.llm.recipes import VARIANTS, recorded_history_window
-from eager.serve.engine import BeamStep, SearchResult
+from eager.model.prompts import recorded_history_window
+from eager.model.variants import VARIANTS
 
 CHECKPOINTS_ENV = "EAGER_CHECKPOINTS"
 DATASET_ENV = "EAGER_DEMO_DATASET"
@@ -57,7 +58,7 @@ class DemoConfig:
 @dataclass
 class VariantModel:
     name: str
-    engine: object  # eager.serve.engine.BeamSearchEngine
+    engine: object  # eager.decoding.engine.BeamSearchEngine
     config: dict
     serving: str  # how it is served, for the status line
     load_s: float
@@ -243,7 +244,7 @@ class DemoService:
                             f"Train it with `eager train --dataset {self.config.dataset} --variant {variant}`.")
         with self._locks[variant]:  # two first requests must not load the same model twice
             if variant not in self._models:
-                from eager.serve.engine import BeamSearchEngine
+                from eager.decoding.engine import BeamSearchEngine
                 from eager.serve.loader import load_for_serving
 
                 try:
@@ -438,7 +439,7 @@ class DemoService:
             recipe, window = config.get("recipe", {}).get("name"), recorded_history_window(config)
             rows.append(_card_row(name, recipe, metrics, config.get("train_minutes"), window))
             configs[name] = config
-            for rerun in metrics.get("reruns", []):  # `eager rerun`: the same variant on another training seed
+            for rerun in metrics.get("reruns", []):  # `eager lab rerun`: the same variant on another training seed
                 reruns.append(_card_row(f"{name}, train seed {rerun['train_seed']}", recipe, rerun,
                                         rerun.get("train_minutes"), window))
         spec = get_spec(self.config.dataset)

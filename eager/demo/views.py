@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from eager.decoding.engine import BeamStep
 from eager.demo.service import DemoError, DemoService, RecommendOutcome
 from eager.index.item_index import code_token
-from eager.serve.engine import BeamStep
 
 HISTORY_COLUMNS = ["#", "key", "title", "code"]
 RESULT_COLUMNS = ["rank", "title", "key", "code", "score", "why"]
@@ -101,7 +101,7 @@ def model_card_markdown(card: dict) -> str:
                      "`history read`: how many of a history's last items the model reads (what it trained on).")
         if card.get("reruns"):
             lines.append("\nEach variant is one training run. The rows with a train seed are the same variant and recipe "
-                         "trained again on another seed (`eager rerun`): a gap between two variants smaller than the "
+                         "trained again on another seed (`eager lab rerun`): a gap between two variants smaller than the "
                          "gap between a variant and its rerun is not evidence that either is better.")
     else:
         lines.append("No checkpoints yet.")

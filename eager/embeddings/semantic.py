@@ -89,7 +89,7 @@ class BackboneMeanPoolEncoder:
 
     def __init__(self, model=None, tokenizer=None, max_tokens: int = 128):
         if model is None or tokenizer is None:
-            from eager.llm.backbone import load_backbone
+            from eager.backbone import load_backbone
 
             model, tokenizer = load_backbone()
         self.model, self.tokenizer, self.max_tokens = model.eval(), tokenizer, max_tokens

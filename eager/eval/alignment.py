@@ -34,7 +34,7 @@ def item2index_probe(engine, data: InteractionData, limit: int | None = None, be
                      batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict:
     """Hit@1 and Hit@10 (with NDCG@10) of an item's own code from its title, over ``limit`` items.
 
-    ``engine`` is a :class:`eager.serve.engine.BeamSearchEngine`; ``chance@10`` is what guessing
+    ``engine`` is a :class:`eager.decoding.engine.BeamSearchEngine`; ``chance@10`` is what guessing
     ten real items at random would score, the floor to read the hits against.
     """
     from tqdm.auto import tqdm

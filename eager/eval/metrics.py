@@ -31,7 +31,7 @@ def parse_metric(metric: str) -> tuple[str, int]:
 def user_metric(ranks: Sequence[int | None], metric: str) -> list[float]:
     """Each user's own value of ``metric`` ("recall@10", "ndcg@5", ...): what a metric averages.
 
-    Paired comparisons (eager.eval.compare) need the per-user values, not only their mean.
+    Paired comparisons (eager.lab.compare) need the per-user values, not only their mean.
     """
     name, k = parse_metric(metric)
     hit = [r is not None and r <= k for r in ranks]

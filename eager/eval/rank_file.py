@@ -46,7 +46,7 @@ def write_rank_file(path: str | Path, record: dict) -> Path:
 
 
 def evaluation_rank_record(evaluation) -> dict:
-    """A rank record of an ``eager.eval.compare.Evaluation`` read from a predictions file."""
+    """A rank record of an ``eager.eval.records.Evaluation`` read from a predictions file."""
     users = list(evaluation.targets)
     return rank_record(evaluation.dataset, evaluation.split, evaluation.name, users,
                        [evaluation.targets[u] for u in users], [evaluation.ranks[u] for u in users], evaluation.depth)
@@ -71,11 +71,11 @@ def read_rank_file(path: str | Path, data, name: str | None = None, record: dict
     names) and checked against the digest the file carries. ``record``: the file's content, where the
     caller has read it already (``read_rank_header``)."""
     from eager.data.split import eval_cases
-    from eager.eval.compare import Evaluation
+    from eager.eval.records import Evaluation
 
     record = record or read_rank_header(path)
     if record is None:
-        raise ValueError(f"{path}: not a rank file (written by `eager eval --out` as {RANKS_FILE}, or by `eager ranks`)")
+        raise ValueError(f"{path}: not a rank file (written by `eager eval --out` as {RANKS_FILE}, or by `eager lab ranks`)")
     if record["dataset"] != data.name:
         raise ValueError(f"{path} holds ranks on {record['dataset']!r}, not {data.name!r}")
     cases = eval_cases(data, record["split"], max_history=None)

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eager.baselines.sasrec import EMBEDDINGS_FILE, load_item_embeddings
 from eager.data.dataset import InteractionData
+from eager.embeddings.behaviour import EMBEDDINGS_FILE, load_item_embeddings
 from eager.embeddings.semantic import ENCODERS, TextConfig, semantic_embeddings
-from eager.index.balanced_kmeans import BalancedKMeansConfig, balanced_hierarchical_codes
+from eager.index.balanced_kmeans import (
+    BalancedKMeansConfig,
+    balanced_hierarchical_codes,
+)
 from eager.index.item_index import SOURCES, ItemIndex, combine
 from eager.utils import artifacts_root
 

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 from eager.data.dataset import InteractionData
 from eager.data.split import eval_cases
-from eager.llm.checkpoint import LoadedModel
-from eager.llm.decode import recommend_batch
-from eager.serve.engine import BeamSearchEngine
+from eager.decoding.engine import BeamSearchEngine
+from eager.decoding.hf_generate import recommend_batch
+from eager.decoding.loaded import LoadedModel
 from eager.utils import machine_facts
 
 

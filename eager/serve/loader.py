@@ -20,18 +20,13 @@ from pathlib import Path
 
 import torch
 
+from eager.backbone import resolve_backbone_source
+from eager.decoding.loaded import LoadedModel
+from eager.decoding.trie import CodeTrie
 from eager.index.item_index import INDEX_FILE, ItemIndex
-from eager.llm.backbone import resolve_backbone_source
-from eager.llm.checkpoint import (
-    MANIFEST_FILE,
-    SERVING_DTYPES,
-    LoadedModel,
-    read_config,
-    rebuild_merged,
-    to_serving_dtype,
-)
-from eager.llm.code_tokens import code_vocabulary
-from eager.llm.decode import CodeTrie
+from eager.model.checkpoint import MANIFEST_FILE, read_config, rebuild_merged
+from eager.model.code_tokens import code_vocabulary
+from eager.serve.quantize import SERVING_DTYPES, to_serving_dtype
 from eager.utils import artifacts_root, cpu_has_bf16
 
 log = logging.getLogger("eager.serve")
@@ -159,3 +154,14 @@ def load_for_serving(
     loaded = LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, checkpoint)
     timings = {"load_s": round(time.perf_counter() - started, 2), "cold": cold, "cache": str(folder) if use_cache else None}
     return loaded, choice, timings
+
+
+def load_checkpoint(directory: str | Path, dtype: str = "fp32", base: str | Path | None = None) -> LoadedModel:
+    """Rebuild the model from the base backbone + checkpoint; ``dtype`` is one of ``SERVING_DTYPES``.
+
+    No disk cache: :func:`eager.serve.loader.load_for_serving` is the cached, start-up-fast path.
+    """
+    model, tokenizer, index, vocab, config = rebuild_merged(directory, base)
+    model = to_serving_dtype(model, dtype)
+    model.eval()
+    return LoadedModel(model, tokenizer, index, vocab, CodeTrie(index, vocab), config, Path(directory))

@@ -1,1 +1,0 @@
-"""The LLM side: backbone loading (and, later, tokens, tasks and training)."""

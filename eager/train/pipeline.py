@@ -1,0 +1,166 @@
+"""``eager train`` / ``eager eval --checkpoint`` / ``eager recommend``: whole runs as functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eager.backbone import load_backbone, resolve_backbone_source
+from eager.data.dataset import InteractionData
+from eager.decoding.trie import CodeTrie
+from eager.embeddings.semantic import semantic_embeddings
+from eager.index.build import (
+    IndexConfig,
+    behaviour_dir,
+    build_index,
+    index_dir,
+    load_behaviour,
+    semantic_cache_dir,
+)
+from eager.index.item_index import INDEX_FILE, ItemIndex
+from eager.model.assembly import backbone_for_index, merge_stage, prepare_backbone
+from eager.model.checkpoint import CONFIG_FILE, METRICS_FILE, save_stage, write_manifest
+from eager.model.variants import Variant
+from eager.train.gct import DecompressionProjectors
+from eager.train.recipes import TrainRecipe, with_gct
+from eager.train.samples import build_samples
+from eager.train.trainer import gct_tables, make_logger, train_stage
+from eager.train.validation import training_users
+from eager.utils import artifacts_root, machine_line, timestamp
+
+
+def variant_index(data: InteractionData, variant: Variant, artifacts, encoder: str = "minilm", progress=True) -> ItemIndex:
+    """The variant's item index from the artifacts, built (and saved) there if missing."""
+    config = IndexConfig(source=variant.index_source, encoder=encoder)
+    folder = index_dir(artifacts, data, config)
+    if (folder / INDEX_FILE).exists():
+        return ItemIndex.load(folder)
+    index = build_index(data, config, artifacts, progress=progress)
+    index.save(folder)
+    return index
+
+
+def embedding_tables(data: InteractionData, artifacts, encoder: str = "minilm", progress=True) -> dict[str, np.ndarray]:
+    root = artifacts_root(artifacts)
+    return {
+        "semantic": semantic_embeddings(data, encoder, semantic_cache_dir(root, data, encoder), progress=progress),
+        "behaviour": load_behaviour(data, behaviour_dir(root, data)),
+    }
+
+
+def rebuilt_after_stage(base, index: ItemIndex, settings, lora: dict, rows):
+    """The backbone from ``base`` with a stage's (gathered) LoRA merged and its code rows set."""
+    model, _, _, first_row = backbone_for_index(base, index)
+    return merge_stage(model, first_row, settings, lora, rows)
+
+
+def stage_samples(data: InteractionData, index: ItemIndex, recipe: TrainRecipe, stage_name: str) -> list:
+    """The samples a stage trains on: its tasks over the recipe's users (stage 2 draws its templates
+    with the next seed, so the two stages do not repeat each other's prompts)."""
+    stage = getattr(recipe, stage_name)
+    seed = recipe.training_seed + (1 if stage_name == "stage2" else 0)
+    return build_samples(data, index, stage.tasks, recipe.max_history, seed, training_users(data, recipe),
+                         recipe.prompt_style)
+
+
+def train_variant(
+    data: InteractionData,
+    variant: Variant,
+    recipe: TrainRecipe,
+    out_dir: str | Path,
+    artifacts: str | Path | None = None,
+    base: str | Path | None = None,
+    max_users: int | None = None,
+    progress: bool = True,
+    model=None,
+    tokenizer=None,
+    index: ItemIndex | None = None,
+    tables: dict[str, np.ndarray] | None = None,
+    restart: bool = False,
+) -> dict:
+    """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests).
+
+    An interrupted run with the same settings resumes from its last epoch; ``restart`` sets its saved
+    states aside (kept, renamed) and trains from scratch."""
+    if recipe.stage1.full_finetune or recipe.stage2.full_finetune:
+        raise NotImplementedError(
+            f"recipe {recipe.name!r} fully fine-tunes the backbone (the paper's 7B setting); that cannot be "
+            "exported as a ≤ 12 MiB checkpoint and is not implemented. Use --recipe smollm2 (LoRA + code rows)."
+        )
+    out = Path(out_dir)
+    # Resumable state and logs live beside the artifacts, never inside the (git-tracked) checkpoint.
+    work = artifacts_root(artifacts) / data.name / "train" / f"{variant.name}-{recipe.name}"
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    log = make_logger(work / "train_log.jsonl", progress)
+    recipe = with_gct(recipe, variant)
+    # Where and with what this run trained: its tokens/s and memory mean little without the card.
+    # (The launcher's env, not torch.distributed: accelerate starts the process group in the first stage.)
+    trained_on = {"machine": machine_line(), "processes": int(os.environ.get("WORLD_SIZE", 1)), "started": timestamp()}
+    if int(os.environ.get("RANK", 0)) == 0:
+        log({"run": variant.name, "recipe": recipe.name, "out": str(out), **trained_on})
+    if max_users:
+        recipe = replace(recipe, max_users=max_users)
+    started = time.monotonic()
+    index = index or variant_index(data, variant, artifacts, progress=progress)
+    if model is None:
+        model, tokenizer = load_backbone(base)
+    vocab = prepare_backbone(model, tokenizer, index, recipe.token_init, data)
+    trie = CodeTrie(index, vocab)
+    projectors = None
+    if variant.use_gct:
+        tables = tables if tables is not None else embedding_tables(data, artifacts, progress=progress)
+        projectors = DecompressionProjectors(model.config.hidden_size, gct_tables(index, data, tables),
+                                             seed=recipe.training_seed)
+
+    stages = []
+    samples = stage_samples(data, index, recipe, "stage1")
+    model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
+                                             recipe, projectors, work, log, progress, restart)
+    # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
+    main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    stage_files = {"stage1": (lora1, None if variant.use_aat else rows1)}
+    stages.append({"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": len(samples), **info1})
+    if info1.get("sharded"):  # FSDP shards cannot be merged in place: stage 2 starts from base + stage 1
+        model = rebuilt_after_stage(base, index, recipe.stage1.lora, lora1, rows1)
+    else:
+        model = model.merge_and_unload()
+    if variant.use_aat:
+        samples2 = stage_samples(data, index, recipe, "stage2")
+        model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
+                                                 recipe.stage2, recipe, None, work, log, progress, restart)
+        stage_files["stage2"] = (lora2, rows2)
+        stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
+    if not main_process:  # under torchrun every process trained; one writes the checkpoint
+        return {"out": str(out), "rank": torch.distributed.get_rank()}
+    for name, (lora, rows) in stage_files.items():
+        save_stage(out, name, lora, rows)
+    index.save(out)
+    backbone = str(base) if base else resolve_backbone_source(None).name
+    config = {
+        "dataset": data.name, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
+        "backbone_override": str(base) if base else None, "vocab_size": len(tokenizer),
+        "max_users": recipe.max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
+        "trained_on": {**trained_on, "finished": timestamp()},
+        "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    last = {k: v for k, v in stages[-1]["best"].items() if k != "ranks"}
+    metrics = {"selection": {"split": "valid", **last},  # last holds the users it scored
+               "history": [r for s in stages for r in s["history"]]}
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+    write_manifest(out)
+    for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
+        state.unlink()
+    # Each stage's own best validation with its per-user ranks, for paired comparisons (eager lab search):
+    # the last is the checkpoint's; AAT's stage 1 is `wo_aat` at its steps.
+    return {"out": str(out), **config, "selection": metrics["selection"], "history": metrics["history"],
+            "stage_selections": {s["name"]: s["best"] for s in stages}}
+
+
