@@ -273,7 +273,7 @@ def test_nf4_leaves_linears_that_do_not_fit_its_blocks_unquantised_and_still_run
     ids = torch.randint(0, 1000, (1, 12))
     with torch.no_grad():
         reference = model(ids).logits
-        with caplog.at_level("WARNING", logger="eager.checkpoint"):
+        with caplog.at_level("WARNING", logger="eager.serve"):
             quantized = quantize_nf4(model, torch.float32, blocksize=256).eval()  # only down_proj has 256 inputs
         logits = quantized(ids).logits  # eval mode, as served: the mode that takes the AVX512-BF16 kernel
     for layer in quantized.model.layers:
