@@ -38,7 +38,10 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.5
     max_len: int = DEFAULT_MAX_HISTORY
-    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position
+    # "ce": softmax over all items; "ss": softmax over the positive and `negatives` items drawn
+    # uniformly, shared by the batch (sampled softmax); "bce": one sampled negative per position
+    loss: str = "ce"
+    negatives: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -161,6 +164,14 @@ def _loss(model: SASRec, tokens: torch.Tensor, lengths: torch.Tensor, num_items:
             logits = mask_seen(logits, seen, positive)
         return F.cross_entropy(logits, positive)
     h = hidden[valid]
+    if model.config.loss == "ss":
+        sampled = torch.randint(0, num_items, (model.config.negatives,), generator=generator)
+        logits = torch.cat([(h * model.item_embeddings[positive]).sum(-1, keepdim=True),
+                            h @ model.item_embeddings[sampled].T], dim=1)
+        # a drawn negative that is the row's own positive is no negative
+        accidental = torch.cat([torch.zeros(len(h), 1, dtype=torch.bool), sampled[None, :] == positive[:, None]], 1)
+        logits = logits.masked_fill(accidental, float("-inf"))
+        return F.cross_entropy(logits, torch.zeros(len(h), dtype=torch.long))
     negative = torch.randint(0, num_items, positive.shape, generator=generator)
     pos_logit = (h * model.item_embeddings[positive]).sum(-1)
     neg_logit = (h * model.item_embeddings[negative]).sum(-1)
