@@ -28,11 +28,12 @@ def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--variant", default="full", help=variant_help)
     # Spelled out rather than read from eager.train.recipes, which would import torch for every `eager --help`.
-    parser.add_argument("--recipe", default=recipe, help="a named recipe (eager/train/recipes.py): smollm2, "
+    parser.add_argument("--recipe", default=recipe, help="a named recipe (eager/train/recipes.py): whole-history (the default: seqrec "
+                        "on whole user histories in one pass), smollm2, "
                         "multitask-short (~4.5 GPU-minutes), multitask-quarter-epoch (the shipped Beauty models), "
                         "seqrec-compact (~1.5 h on a CPU), seqrec-compact-bf16 (the same, bf16 where the CPU has it), "
                         "seqrec-compact-2ep (the shipped Scientific model), check (a half-hour check of the real "
-                        "backbone), smoke (tests) or paper (reference)")
+                        "backbone), smoke (tests) or paper (the authors' per-prefix LC-Rec recipe, for reference)")
     parser.add_argument("--eval-users", type=int, help="validation users for model selection")
     parser.add_argument("--base", help="another backbone: a .gguf file or a Hugging Face folder")
     parser.add_argument("--restart", action="store_true",
@@ -185,8 +186,20 @@ def cmd_train(args) -> None:
     recipe, variant = train_recipe_from_args(args), get_variant(args.variant)
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
+    index = None
+    if args.index:
+        from eager.index.item_index import ItemIndex
+
+        index = ItemIndex.load(args.index)
+        if index.source != variant.index_source:
+            raise ValueError(f"--index {args.index} is a {index.source} index; variant {variant.name} trains on a "
+                             f"{variant.index_source} one")
+        missing = set(data.item_keys) - set(index.keys)
+        if missing:
+            raise ValueError(f"--index {args.index} lacks {len(missing)} of {data.name}'s items (e.g. "
+                             f"{next(iter(missing))!r}): it was built for another catalogue")
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json,
-                           restart=args.restart)
+                           restart=args.restart, index=index)
     if "rank" in result:  # a non-main process of a data-parallel run: the main one reports
         return
     _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
@@ -519,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_index_build)
 
     train = stages.add_parser("train", help="train an EAGER-LLM variant and export its checkpoint")
-    _add_training_run(train, "smollm2", "full, wo_dki, wo_gct or wo_aat")
+    _add_training_run(train, "whole-history", "full, wo_dki, wo_gct or wo_aat")
     train.add_argument("--max-users", type=int, help="train on a random subset of users (bounded CPU runs)")
     train.add_argument("--max-steps", help="the optimizer steps of each stage (fewer only where its epochs end first): "
                        "N for both, or STAGE1,STAGE2 (e.g. 274,188 to repeat another run's step counts); drops the "
@@ -536,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-seed", type=int,
                        help="seed of training's randomness alone (LoRA start, sample order, GCT negatives); the "
                        "users trained and validated stay the recipe's, so two seeds pair user by user")
+    train.add_argument("--index", help="train on this item index (an index.json, e.g. a shipped checkpoint's) "
+                       "instead of the one built from the artifacts")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
     train.set_defaults(func=cmd_train)
 

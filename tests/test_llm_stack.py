@@ -47,7 +47,11 @@ def test_code_tokens_are_atomic_and_labels_cover_the_response(cyclic_data, base_
     for row, s in enumerate(samples[:4]):
         labelled = batch.labels[row][batch.labels[row] != IGNORE].tolist()
         assert labelled == tok(s.response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        assert batch.input_ids[row, batch.summary_index[row]] == tok.eos_token_id
+    # one GCT point per seqrec sample, at the EOS closing its response
+    seqrec_rows = [row for row, s in enumerate(samples[:4]) if s.task == "seqrec"]
+    assert batch.summary_row.tolist() == seqrec_rows
+    for row, position in zip(batch.summary_row.tolist(), batch.summary_index.tolist()):
+        assert batch.input_ids[row, position] == tok.eos_token_id
 
 
 def test_code_token_inits_start_where_they_say(cyclic_data, base_dir):

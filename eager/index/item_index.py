@@ -8,6 +8,8 @@ position and a code value, never a vocabulary id.
 
 from __future__ import annotations
 
+import re
+
 import json
 import string
 from collections import Counter
@@ -29,6 +31,10 @@ def level_letter(level: int) -> str:
 
 def code_token(level: int, value: int) -> str:
     return f"<{level_letter(level)}_{int(value)}>"
+
+
+# What every name code_token writes looks like (a letter per level, the value).
+CODE_TOKEN_PATTERN = re.compile(r"<[a-z]_\d+>")
 
 
 @dataclass

@@ -7,6 +7,11 @@ uses one fixed seqrec template (the style's first).
 A second prompt style, ``compact``, drops the wrapper and keeps one terse template per task: a
 sample is ~2.2x fewer tokens, which is what a CPU run is bound by. A checkpoint records its style
 (``recipe.prompt_style``) and everything that prompts it (evaluation, serving, the demo) uses it.
+
+A third, ``sequence``, writes a history as the items' codes each closed by a separator, after a
+short prefix, and nothing after it: ``Items:<a_1><b_2><c_3><d_4>,<a_5>…,``. Every prefix of a
+user's whole history written this way is exactly the serving prompt at that point in time, so one
+forward pass over the whole history trains every next-item prediction in it (eager.train.samples).
 """
 
 from __future__ import annotations
@@ -57,6 +62,14 @@ class PromptStyle:
     name: str
     wrapper: str  # with an {instruction} slot
     templates: dict[str, tuple[str, ...]]  # the first seqrec template is the evaluation one
+    separator: str = ", "  # between the items of a history
+    # Each item closed by the separator (the last one too) rather than the items joined by it: the
+    # prompt then ends where the next item's code begins, whatever the history's length.
+    closed: bool = False
+
+    def history(self, codes: Sequence[str]) -> str:
+        """A history of item codes (each the concatenation of its code tokens) as this style writes it."""
+        return "".join(code + self.separator for code in codes) if self.closed else self.separator.join(codes)
 
     def wrap(self, instruction: str) -> str:
         return self.wrapper.format(instruction=instruction)
@@ -78,8 +91,17 @@ PROMPT_STYLES = {
             "fusion_title_out": ("Items: {history}\nNext item's title:",),
             "fusion_index_out": ("Titles: {titles}\nNext item:",),
         }),
+        PromptStyle("sequence", "{instruction}", {
+            "seqrec": ("Items:{history}",),
+            "item2index": ("Title: {title}\nItem:",),
+            "index2item": ("Item: {item}\nTitle:",),
+            "fusion_title_out": ("Items:{history}\nNext item's title:",),
+            "fusion_index_out": ("Titles: {titles}\nNext item:",),
+        }, separator=",", closed=True),
     )
 }
+
+SEQUENCE_STYLE = "sequence"
 
 
 DEFAULT_PROMPT_STYLE = "lcrec"  # what checkpoints from before prompt styles were trained on
@@ -91,13 +113,13 @@ def get_prompt_style(name: str) -> PromptStyle:
     return PROMPT_STYLES[name]
 
 
-def history_text(index: ItemIndex, keys: Sequence[str]) -> str:
-    return ", ".join(index.text_of(k) for k in keys)
+def history_text(index: ItemIndex, keys: Sequence[str], style: str = DEFAULT_PROMPT_STYLE) -> str:
+    return get_prompt_style(style).history([index.text_of(k) for k in keys])
 
 
 def seqrec_prompt(index: ItemIndex, history_keys: Sequence[str], style: str = DEFAULT_PROMPT_STYLE) -> str:
     """The fixed evaluation prompt of ``style`` for a history of item keys."""
-    return get_prompt_style(style).prompt("seqrec", history=history_text(index, history_keys))
+    return get_prompt_style(style).prompt("seqrec", history=history_text(index, history_keys, style))
 
 
 def history_window(max_history: int) -> int:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from eager.train.samples import Sample
+from eager.index.item_index import CODE_TOKEN_PATTERN
+from eager.train.samples import HistorySample, TrainingSample
 
 IGNORE = -100
 
@@ -23,11 +24,13 @@ IGNORE = -100
 class Batch:
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
-    labels: torch.Tensor  # (B, T), IGNORE outside the response (+ EOS)
-    summary_index: torch.Tensor  # (N,) per sample: position of the EOS closing the response
-    targets: torch.Tensor  # (N,) index row of the item the response names (-1: none)
-    gct_mask: torch.Tensor  # (N,) samples that take part in GCT (seqrec)
-    summary_row: torch.Tensor | None = None  # (N,) row of each sample (None: sample i is row i)
+    labels: torch.Tensor  # (B, T), IGNORE outside what the loss predicts
+    # One entry per GCT point (a prompt-and-response seqrec sample has one, at the EOS closing its
+    # response; a whole-history sample one per supervised item, at the token that predicts it):
+    summary_index: torch.Tensor  # (N,) position in its row
+    targets: torch.Tensor  # (N,) index row of the item
+    gct_mask: torch.Tensor  # (N,) the points that take part in GCT
+    summary_row: torch.Tensor | None = None  # (N,) its row (None: point i is in row i)
     position_ids: torch.Tensor | None = None  # (B, T) restarting per sample when packed
     # Packed only: the samples' boundaries over the concatenated rows (int32, S+1) and the longest
     # sample, for varlen attention (eager.train.attention); computed here, on the host, at collation.
@@ -76,55 +79,130 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def encode(tokenizer, sample: Sample, max_len: int) -> tuple[list[int], int]:
-    """Token ids of prompt + response + EOS, and how many belong to the prompt.
+@dataclass(frozen=True)
+class Encoded:
+    """One sample's token ids, which of them the loss predicts, and its GCT points.
 
-    An over-long prompt loses tokens from its *left* end: the newest history sits at the right.
+    ``labelled``: (start, end) spans of ids the loss falls on; ``gct``: (position, target row) for
+    each prediction GCT reads (the position whose hidden state stands for it)."""
+
+    ids: list[int]
+    labelled: list[tuple[int, int]]
+    gct: list[tuple[int, int]]
+
+
+def encode(tokenizer, sample: TrainingSample, max_len: int, gct_tasks: Sequence[str] = ("seqrec",)) -> Encoded:
+    """Token ids of a sample, with its labelled spans and GCT points.
+
+    A prompt-and-response sample is prompt + response + EOS, the loss on the response and EOS, GCT
+    at the EOS (the summary token). An over-long prompt loses tokens from its *left* end: the newest
+    history sits at the right. A whole-history sample is its text as the serving prompt tokenises
+    it; the loss is on each supervised item's code tokens and GCT at the token before each (the one
+    that predicts it).
     """
+    if isinstance(sample, HistorySample):
+        return _encode_history(tokenizer, sample, max_len, sample.task in gct_tasks)
     prompt = tokenizer(sample.prompt, add_special_tokens=False)["input_ids"]
     # A very long response (an index2item title) is cut, but still ends with EOS.
     response = tokenizer(sample.response, add_special_tokens=False)["input_ids"][: max_len // 2 - 1]
     response = response + [tokenizer.eos_token_id]
     prompt = prompt[-(max_len - len(response)):]
-    return prompt + response, len(prompt)
+    ids = prompt + response
+    gct = [(len(ids) - 1, sample.target)] if sample.task in gct_tasks and sample.target >= 0 else []
+    return Encoded(ids, [(len(prompt), len(ids))], gct)
+
+
+def _encode_history(tokenizer, sample: HistorySample, max_len: int, with_gct: bool) -> Encoded:
+    ids = tokenizer(sample.text, add_special_tokens=False)["input_ids"]
+    starts = item_starts(tokenizer, ids, len(sample.rows))
+    if len(ids) > max_len:
+        raise ValueError(f"a whole-history sample of {len(ids)} tokens exceeds max_len {max_len}: "
+                         "lower max_history or raise max_len")
+    ends = starts[1:] + [len(ids)]
+    spans, gct = [], []
+    for j in range(sample.supervised_from, len(sample.rows)):
+        width = code_width(tokenizer, ids, starts[j], ends[j])
+        spans.append((starts[j], starts[j] + width))
+        if with_gct:
+            gct.append((starts[j] - 1, sample.rows[j]))
+    return Encoded(ids, spans, gct)
+
+
+def _code_token_ids(tokenizer) -> frozenset[int]:
+    cached = getattr(tokenizer, "_eager_code_ids", None)
+    if cached is None:
+        cached = frozenset(i for t, i in tokenizer.get_added_vocab().items() if CODE_TOKEN_PATTERN.fullmatch(t))
+        tokenizer._eager_code_ids = cached
+    return cached
+
+
+def item_starts(tokenizer, ids: Sequence[int], items: int) -> list[int]:
+    """Positions where each item's code begins: the first code token after a non-code token."""
+    codes = _code_token_ids(tokenizer)
+    starts = [p for p, t in enumerate(ids) if t in codes and (p == 0 or ids[p - 1] not in codes)]
+    if len(starts) != items:
+        raise ValueError(f"found {len(starts)} item codes in a whole-history sample of {items} items: "
+                         "is its index's code vocabulary in this tokenizer?")
+    return starts
+
+
+def code_width(tokenizer, ids: Sequence[int], start: int, end: int) -> int:
+    codes = _code_token_ids(tokenizer)
+    width = 0
+    while start + width < end and ids[start + width] in codes:
+        width += 1
+    return width
 
 
 def encoded_length(prompt_tokens: int, response_tokens: int, max_len: int) -> int:
-    """len(encode(...)[0]) from the two parts' token counts: the same cuts, without building the ids."""
+    """len(encode(...).ids) from the two parts' token counts: the same cuts, without building the ids."""
     response = min(response_tokens, max_len // 2 - 1) + 1
     return min(prompt_tokens, max_len - response) + response
 
 
-def token_lengths(tokenizer, samples: Sequence[Sample], max_len: int, chunk: int = 4096) -> list[int]:
+def token_lengths(tokenizer, samples: Sequence[TrainingSample], max_len: int, chunk: int = 4096) -> list[int]:
     """Each sample's exact encoded length, tokenised in batches (what token-budget batches are cut by)."""
     from tqdm.auto import tqdm
 
     lengths = []
     for start in tqdm(range(0, len(samples), chunk), desc="token lengths", leave=False):
         part = samples[start : start + chunk]
-        prompts = tokenizer([s.prompt for s in part], add_special_tokens=False)["input_ids"]
-        responses = tokenizer([s.response for s in part], add_special_tokens=False)["input_ids"]
-        lengths += [encoded_length(len(p), len(r), max_len) for p, r in zip(prompts, responses)]
+        texts = [s.text if isinstance(s, HistorySample) else s.prompt for s in part]
+        prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        responses = tokenizer([getattr(s, "response", "") for s in part], add_special_tokens=False)["input_ids"]
+        lengths += [len(p) if isinstance(s, HistorySample) else encoded_length(len(p), len(r), max_len)
+                    for s, p, r in zip(part, prompts, responses)]
     return lengths
 
 
-def collate(tokenizer, samples: Sequence[Sample], max_len: int, gct_tasks: Sequence[str] = ("seqrec",)) -> Batch:
-    encoded = [encode(tokenizer, s, max_len) for s in samples]
-    width = max(len(ids) for ids, _ in encoded)
+def _gct_fields(encoded: Sequence[Encoded], placed: Sequence[tuple[int, int]]) -> dict:
+    """Batch fields of every GCT point: its row, its position in the row, its target.
+
+    ``placed``: (row, offset) where each sample's ids start."""
+    rows, index, targets = [], [], []
+    for enc, (row, offset) in zip(encoded, placed):
+        for position, target in enc.gct:
+            rows.append(row)
+            index.append(offset + position)
+            targets.append(target)
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return {"summary_row": as_long(rows), "summary_index": as_long(index), "targets": as_long(targets),
+            "gct_mask": torch.ones(len(rows), dtype=torch.bool)}
+
+
+def collate(tokenizer, samples: Sequence[TrainingSample], max_len: int, gct_tasks: Sequence[str] = ("seqrec",)) -> Batch:
+    encoded = [encode(tokenizer, s, max_len, gct_tasks) for s in samples]
+    width = max(len(e.ids) for e in encoded)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(samples), width), pad, dtype=torch.long)
     labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(samples), width), dtype=torch.long)
-    for row, (ids, n_prompt) in enumerate(encoded):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-        mask[row, : len(ids)] = 1
-    return Batch(
-        input_ids, mask, labels,
-        summary_index=torch.tensor([len(ids) - 1 for ids, _ in encoded]),
-        targets=torch.tensor([s.target for s in samples]),
-        gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
-    )
+    for row, enc in enumerate(encoded):
+        input_ids[row, : len(enc.ids)] = torch.tensor(enc.ids)
+        for a, b in enc.labelled:
+            labels[row, a:b] = torch.tensor(enc.ids[a:b])
+        mask[row, : len(enc.ids)] = 1
+    return Batch(input_ids, mask, labels, **_gct_fields(encoded, [(row, 0) for row in range(len(samples))]))
 
 
 def pack_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
@@ -144,38 +222,34 @@ def pack_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     return rows
 
 
-def collate_packed(tokenizer, samples: Sequence[Sample], max_len: int, row_len: int,
+def collate_packed(tokenizer, samples: Sequence[TrainingSample], max_len: int, row_len: int,
                    gct_tasks: Sequence[str] = ("seqrec",)) -> Batch:
     """The samples packed into as few rows of ≤ ``row_len`` tokens as first-fit allows."""
-    encoded = [encode(tokenizer, s, max_len) for s in samples]
-    rows = pack_rows([len(ids) for ids, _ in encoded], max(row_len, max_len))
-    width = max(sum(len(encoded[i][0]) for i in row) for row in rows)
+    encoded = [encode(tokenizer, s, max_len, gct_tasks) for s in samples]
+    rows = pack_rows([len(e.ids) for e in encoded], max(row_len, max_len))
+    width = max(sum(len(encoded[i].ids) for i in row) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     # Padding gets positions 0, 1, … of its own: a segment of its own that nothing real attends to.
     positions = torch.arange(width).repeat(len(rows), 1)
-    summary_row = torch.zeros(len(samples), dtype=torch.long)
-    summary_index = torch.zeros(len(samples), dtype=torch.long)
+    placed = [(0, 0)] * len(samples)
     for r, row in enumerate(rows):
         start = 0
         for i in row:
-            ids, n_prompt = encoded[i]
+            ids = encoded[i].ids
             end = start + len(ids)
             input_ids[r, start:end] = torch.tensor(ids)
-            labels[r, start + n_prompt : end] = torch.tensor(ids[n_prompt:])
+            for a, b in encoded[i].labelled:
+                labels[r, start + a : start + b] = torch.tensor(ids[a:b])
             mask[r, start:end] = 1
             positions[r, start:end] = torch.arange(len(ids))
-            summary_row[i], summary_index[i] = r, end - 1
+            placed[i] = (r, start)
             start = end
         positions[r, start:] = torch.arange(width - start)
-    return Batch(
-        input_ids, mask, labels, summary_index,
-        targets=torch.tensor([s.target for s in samples]),
-        gct_mask=torch.tensor([s.task in gct_tasks and s.target >= 0 for s in samples]),
-        summary_row=summary_row, position_ids=positions, **segments(positions),
-    )
+    return Batch(input_ids, mask, labels, **_gct_fields(encoded, placed), position_ids=positions,
+                 **segments(positions))
 
 
 def segments(position_ids: torch.Tensor) -> dict:
@@ -221,15 +295,15 @@ def bucketed_batches(
     return batches
 
 
-def approximate_lengths(samples: Sequence[Sample]) -> list[int]:
+def approximate_lengths(samples: Sequence[TrainingSample]) -> list[int]:
     """Character counts: enough to group samples of similar token length, without tokenising."""
-    return [len(s.prompt) + len(s.response) for s in samples]
+    return [len(s.text) if isinstance(s, HistorySample) else len(s.prompt) + len(s.response) for s in samples]
 
 
 class CollatedBatches(torch.utils.data.Dataset):
     """Batch ``i`` of a stage's batch plan, tokenised and laid out: what a DataLoader worker builds."""
 
-    def __init__(self, tokenizer, samples: Sequence[Sample], batches: Sequence[Sequence[int]], max_len: int,
+    def __init__(self, tokenizer, samples: Sequence[TrainingSample], batches: Sequence[Sequence[int]], max_len: int,
                  pack_len: int | None):
         self.tokenizer, self.samples, self.batches = tokenizer, samples, batches
         self.max_len, self.pack_len = max_len, pack_len

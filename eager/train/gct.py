@@ -22,6 +22,13 @@ class GCTConfig:
     weight: float = 0.1  # per source: L = L_LM + w·L_sem + w·L_beh
     temperature: float = 0.1
     negatives: int = 2048
+    # The share of a batch's GCT points that take part, drawn at random each step: a whole-history
+    # batch has one point per supervised item, several times a per-prefix batch's.
+    share: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"gct.share is the share of GCT points used, in (0, 1], not {self.share}")
 
 
 class DecompressionProjectors(nn.Module):

@@ -36,6 +36,9 @@ def compute_loss(
     lm_loss = F.cross_entropy(logits.float(), batch.label_ids)
     out = {"lm": lm_loss, "loss": lm_loss}
     rows = batch.gct_rows
+    if gct is not None and gct.share < 1.0 and rows.numel() > 1:
+        keep = max(1, round(gct.share * rows.numel()))
+        rows = rows[torch.randperm(rows.numel(), generator=generator)[:keep].to(rows.device)]
     if projectors is not None and gct is not None and gct.weight > 0 and rows.numel() > 0:  # a shape: no sync
         summary = hidden[batch.rows_of_samples[rows], batch.summary_index[rows]]
         losses = projectors(summary, batch.targets[rows], gct, generator)
