@@ -6,7 +6,6 @@ import pytest
 
 from eager.data.download import DownloadError
 from eager.demo.setup import dataset_present, ensure_demo_data
-from tests.test_download import server  # noqa: F401  (the local HTTP server fixture)
 from tests.test_raw_preprocess import _raw_2014
 
 

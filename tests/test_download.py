@@ -1,55 +1,13 @@
 """The downloader and `eager data prepare --source URL` against a local HTTP server on 127.0.0.1."""
 
 import hashlib
-import http.server
 import json
-import threading
-from pathlib import Path
 
 import pytest
 
 from eager.cli import main
 from eager.data.download import DownloadError, download
 from tests.test_raw_preprocess import _raw_2014
-
-
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from ``directory`` and honours ``Range: bytes=N-`` (stdlib's handler does not)."""
-
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = Path(self.directory) / self.path.lstrip("/")
-        type(self).requests.append((self.path, self.headers.get("Range")))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        self.wfile.write(body[start:])
-
-
-@pytest.fixture
-def server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = type("Handler", (_RangeHandler,), {"requests": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}/", handler.requests
-    httpd.shutdown()
 
 
 def test_download_verifies_and_records_checksum(server, tmp_path):

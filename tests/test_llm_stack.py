@@ -556,7 +556,7 @@ def test_token_lengths_are_the_encoded_lengths(cyclic_data, base_dir):
     index = _index(cyclic_data)
     samples = build_samples(cyclic_data, index, ("seqrec", "item2index", "index2item", "fusionseqrec"), seed=1)
     for max_len in (24, 64, 256):  # 24 cuts prompts and titles, 256 cuts nothing
-        assert token_lengths(tok, samples, max_len, chunk=7) == [len(encode(tok, s, max_len)[0]) for s in samples]
+        assert token_lengths(tok, samples, max_len, chunk=7) == [len(encode(tok, s, max_len).ids) for s in samples]
 
 
 def test_bucketed_batches_cut_padding():

@@ -28,8 +28,8 @@ def test_compact_samples_pair_the_same_items_in_fewer_tokens(cyclic_data, base_d
 
     assert pairs(lcrec) == pairs(compact)
     assert sum(s.task == "fusionseqrec" for s in lcrec) == sum(s.task == "fusionseqrec" for s in compact)
-    short = sum(len(encode(tok, s, 512)[0]) for s in compact)
-    long = sum(len(encode(tok, s, 512)[0]) for s in lcrec)
+    short = sum(len(encode(tok, s, 512).ids) for s in compact)
+    long = sum(len(encode(tok, s, 512).ids) for s in lcrec)
     assert short < 0.75 * long
     history = [cyclic_data.item_keys[0], cyclic_data.item_keys[1]]
     prompt = seqrec_prompt(index, history, "compact")
