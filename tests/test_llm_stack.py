@@ -488,6 +488,45 @@ def test_an_interrupted_stage_resumes_after_its_last_epoch(cyclic_data, base_dir
     assert torch.load(tmp_path / "stage2_state.pt", weights_only=False)["settings"]["stage.lr"] == 1e-3
 
 
+def test_a_stage_stopped_mid_epoch_resumes_from_its_last_save_to_the_same_weights(cyclic_data, base_dir, tmp_path,
+                                                                                   monkeypatch):
+    """A save after every step; a run stopped after 5 steps resumes at batch 5 and ends where an
+    uninterrupted run ends, weight for weight (order, generator, optimizer and RNG all carried)."""
+    monkeypatch.setenv(train_module.SAVE_EVERY_ENV, "1e-9")
+    index = _index(cyclic_data)
+    samples = build_samples(cyclic_data, index, ("seqrec",))[:96]
+    stage = replace(TEST_RECIPE.stage2, epochs=1, max_steps=None)
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4)
+
+    def run(work, records):
+        model, tok = _tiny(base_dir)
+        trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+        return train_stage("stage2", model, tok, index, trie, cyclic_data, samples, stage, recipe, None, work,
+                           records.append, progress=False)
+
+    _, whole, _, _ = run(tmp_path / "whole", [])
+    calls, real = [], train_module.compute_loss
+
+    def stop_at_sixth_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "compute_loss", stop_at_sixth_step)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", [])
+    monkeypatch.setattr(train_module, "compute_loss", real)
+    assert not list((tmp_path / "split").glob("*.part"))  # every save was whole
+    records = []
+    _, resumed, _, info = run(tmp_path / "split", records)
+    assert records[0] == {"stage": "stage2", "resumed_at_epoch": 0, "resumed_at_batch": 5}
+    assert info["history"][0]["step"] == len(samples) // stage.batch_size
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.allclose(whole[name], resumed[name], atol=1e-6), name
+
+
 @pytest.mark.parametrize("batch_tokens", [None, 300])
 def test_stage_runs_under_torchrun_with_two_processes(base_dir, tmp_path, batch_tokens):
     """Data-parallel training through accelerate (gloo on CPU): both ranks end with the same weights,

@@ -199,3 +199,18 @@ def test_a_whole_history_variant_trains_learns_exports_and_serves(cyclic_data, b
     report = evaluate_checkpoint(loaded, cyclic_data, "test", limit=16, beams=10, k=10)
     assert report["invalid_rate"] == 0 and report["users"] == 16
     assert len(recommend_keys(loaded, cyclic_data, ["I001", "I002"], k=5)) == 5
+
+
+def test_train_index_flag_refuses_an_index_of_another_catalogue_or_kind(shared_data, capsys):
+    from eager.cli import main
+
+    root = str(shared_data)
+    from pathlib import Path
+
+    beauty_index = str(Path(__file__).resolve().parents[1] / "checkpoints" / "beauty" / "full" / "index.json")
+    assert main(["train", "--dataset", "scientific", "--variant", "wo_aat", "--index", beauty_index,
+                 "--data-root", root]) == 2
+    assert "lacks 4344 of scientific's items" in capsys.readouterr().err
+    assert main(["train", "--dataset", "beauty", "--variant", "wo_dki", "--index", beauty_index,
+                 "--data-root", root]) == 2
+    assert "is a dual index; variant wo_dki trains on a semantic one" in capsys.readouterr().err

@@ -67,6 +67,11 @@ from eager.utils import cpu_has_bf16, seed_everything
 # Without bars (``--json``, a batch job) a long epoch would be silent until it ends: the run's log gets
 # a line this often with the steps done and the running mean losses (one host sync per line).
 PROGRESS_EVERY_S = 60.0
+# A single-process run also saves its state inside an epoch this often (minutes; 0: only at epoch
+# ends), so a run stopped mid-epoch (a CPU epoch of Beauty is longer than a work session) resumes
+# from its last save rather than from the epoch's start.
+SAVE_EVERY_ENV = "EAGER_SAVE_EVERY_MINUTES"
+DEFAULT_SAVE_EVERY_MINUTES = 10.0
 
 
 def pick_device() -> torch.device:
@@ -313,7 +318,9 @@ def train_stage(
     state_file = work_dir / f"{stage_name}_state.pt"
     settings = run_settings(stage_name, stage, recipe, data.name, len(samples), len(tokenizer), model.config)
     start_epoch, step, history, best = 0, 0, [], {"ndcg@10": -1.0}
-    best_lora, best_rows, sharded_optimizer = None, None, None
+    best_lora, best_rows, sharded_optimizer, in_epoch = None, None, None, None
+    save_every_s = 60.0 * float(os.environ.get(SAVE_EVERY_ENV, DEFAULT_SAVE_EVERY_MINUTES))
+    saves_in_epoch = save_every_s > 0 and world == 1 and not sharded
     if restart and state_file.exists():
         if accelerator.is_main_process:
             log({"stage": stage_name, "set_aside": str(set_aside(state_file))})
@@ -337,10 +344,12 @@ def train_stage(
         budget.total = saved.get("total", budget.total)
         best_lora, best_rows = saved["best_lora"], saved["best_rows"]
         generator.set_state(saved["generator"])
+        in_epoch = saved.get("in_epoch")
         if len(saved.get("rng", [])) == world:  # each process's dropout stream goes on where it stopped
             restore_rng_state(saved["rng"][rank], device)
         if accelerator.is_main_process:
-            log({"stage": stage_name, "resumed_at_epoch": start_epoch})
+            log({"stage": stage_name, "resumed_at_epoch": start_epoch,
+                 **({"resumed_at_batch": in_epoch["done"]} if in_epoch else {})})
 
     module, optimizer = accelerator.prepare(LossModule(model, projectors), optimizer)
     # After prepare: FSDP replaces the parameters (the optimizer's groups are switched to the new ones).
@@ -355,13 +364,25 @@ def train_stage(
         model.train()
         # Same permutation on every process (same seed), each takes its own stride of it.
         # Equal shares, or DDP would wait forever for a process's extra step.
+        resuming = in_epoch if in_epoch is not None and in_epoch["epoch"] == epoch else None
+        generator_now = generator.get_state()
+        if resuming:  # the epoch's order comes from the generator as it was when the epoch began
+            generator.set_state(resuming["epoch_generator"])
+        epoch_generator = generator.get_state()
         order = epoch_order(len(samples), generator)
         order = order[: len(order) - len(order) % world][rank::world]
         batches = epoch_batches(order, epoch)
         if stage.batch_tokens and world > 1:  # token budgets cut each share into its own count: DDP needs one
             batches = batches[: _min_over_ranks(len(batches), device)]
         started, tokens, sums, count, steady_from = time.monotonic(), 0, {}, 0, None
+        if resuming:  # skip what the saved run trained, and go on with its counts and its generator
+            generator.set_state(generator_now)
+            batches = batches[resuming["done"]:]
+            count, tokens = resuming["done"], resuming["tokens"]
+            sums = {k: torch.tensor(v, device=device) for k, v in resuming["sums"].items()}
+            started -= resuming["seconds"]
         next_report = started + PROGRESS_EVERY_S
+        next_save = time.monotonic() + save_every_s
         stream = CollatedBatches(tokenizer, samples, batches, recipe.max_len, recipe.pack_len).stream(
             workers, pin_memory=device.type == "cuda")
         bar = tqdm(stream, total=min(len(batches), budget.total - step), desc=f"{stage_name} epoch {epoch + 1}/{epochs}",
@@ -407,6 +428,21 @@ def train_stage(
                          "tokens_per_s": round(tokens / (now - started)), **_steady_rate(steady_from, count, now, tokens),
                          **_mean_losses(sums, count)})
                     next_report = now + PROGRESS_EVERY_S
+                if saves_in_epoch and now >= next_save and step < budget.total:
+                    write_state(state_file, {
+                        "lora": lora_state(model), "rows": code_rows.code_rows(first_row),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "projectors": projectors.state_dict() if projectors is not None else None,
+                        "epoch": epoch, "step": step, "total": budget.total, "history": history, "best": best,
+                        "best_lora": best_lora, "best_rows": best_rows, "generator": generator.get_state(),
+                        "rng": rng_states(device, world), "settings": settings,
+                        "in_epoch": {"epoch": epoch, "done": count, "tokens": tokens,
+                                     "sums": {k: float(v) for k, v in sums.items()},
+                                     "seconds": time.monotonic() - started, "epoch_generator": epoch_generator},
+                    })
+                    log({"stage": stage_name, "epoch": epoch + 1, "step": step, "saved_in_epoch": count})
+                    next_save = time.monotonic() + save_every_s
+        in_epoch = None
         profiler.close()  # a window the epoch ended inside
         sync()
         finished = time.monotonic()
@@ -437,12 +473,12 @@ def train_stage(
         history.append(record)
         if not accelerator.is_main_process:
             continue
-        torch.save({
+        write_state(state_file, {
             "lora": lora_now, "rows": rows_now, "optimizer": optimizer_now,
             "scheduler": scheduler.state_dict(), "projectors": projectors_now,
             "epoch": epoch + 1, "step": step, "total": budget.total, "history": history, "best": best, "best_lora": best_lora,
             "best_rows": best_rows, "generator": generator.get_state(), "rng": rng_now, "settings": settings,
-        }, state_file)
+        })
         log(record)  # after the state is on disk, so an interrupted run loses nothing logged
     accelerator.wait_for_everyone()
     info = {"history": history, "best": best, "sharded": sharded}
@@ -455,6 +491,14 @@ def train_stage(
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
     return model, best_lora, best_rows, info
+
+
+def write_state(path: Path, state: dict) -> None:
+    """Save a stage's state whole or not at all: a run stopped while writing keeps the previous one."""
+    partial = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, partial)
+    os.replace(partial, path)
 
 
 def _mean_losses(sums: dict, count: int) -> dict[str, float]:
