@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     data = load_dataset(args.dataset, args.data_root)
-    report = {"dataset": data.name, "old_index": args.old, "new_index": args.new, "machine": machine_line(),
+    report = {"what": f"{data.name}: two item indices side by side (stats, meaning, semantic halves kept)",
+              "dataset": data.name, "old_index": args.old, "new_index": args.new, "machine": machine_line(),
               "created": timestamp(), **compare_indices(ItemIndex.load(args.old), ItemIndex.load(args.new), data)}
     text = json.dumps(report, indent=1)
     print(text)
