@@ -68,7 +68,7 @@ from eager.utils import cpu_has_bf16, seed_everything
 # a line this often with the steps done and the running mean losses (one host sync per line).
 PROGRESS_EVERY_S = 60.0
 # A single-process run also saves its state inside an epoch this often (minutes; 0: only at epoch
-# ends), so a run stopped mid-epoch (a CPU epoch of Beauty is longer than a work session) resumes
+# ends), so a run stopped mid-epoch (a CPU epoch of Beauty takes hours) resumes
 # from its last save rather than from the epoch's start.
 SAVE_EVERY_ENV = "EAGER_SAVE_EVERY_MINUTES"
 DEFAULT_SAVE_EVERY_MINUTES = 10.0
