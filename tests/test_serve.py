@@ -13,12 +13,17 @@ from eager.decoding.engine import BeamSearchEngine, exact_item_scores, exact_top
 from eager.decoding.hf_generate import recommend_batch
 from eager.decoding.trie import CodeTrie
 from eager.index.item_index import ItemIndex
-from eager.model.code_tokens import add_code_tokens
 from eager.model.variants import get_variant
 from eager.serve import loader as serve_loader
 from eager.serve.loader import load_checkpoint
 from eager.train.pipeline import train_variant
-from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
+from tests.tiny import (
+    TEST_RECIPE,
+    load_tiny,
+    tiny_with_codes,
+    toy_embeddings,
+    toy_index,
+)
 
 HISTORIES = [["I001", "I002"], ["I010"], ["I020", "I021", "I022", "I023", "I024", "I025"], ["I049", "I000", "I001"]]
 
@@ -35,13 +40,7 @@ def base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(base_dir):
     """A tiny random model whose code rows are spread out, so scores differ clearly between items."""
-    from tests.conftest import make_cyclic_data
-
-    data = make_cyclic_data()
-    model, tok = load_tiny(base_dir)
-    model.eval()
-    index = toy_index(data)
-    vocab = add_code_tokens(model, tok, index, "mean", data)
+    data, model, tok, index, vocab = tiny_with_codes(base_dir)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         rows = vocab.all_ids()

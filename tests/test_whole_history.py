@@ -14,7 +14,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eager.model.code_tokens import add_code_tokens
 from eager.model.prompts import SEQUENCE_STYLE, seqrec_prompt
 from eager.train import batching
 from eager.train.batching import IGNORE, collate, collate_packed, encode, token_lengths
@@ -27,19 +26,12 @@ from eager.train.samples import (
     history_windows,
     per_prefix_history_samples,
 )
-from tests.tiny import load_tiny, toy_embeddings, toy_index
+from tests.tiny import load_tiny, tiny_with_codes, toy_embeddings, toy_index
 
 
 @pytest.fixture(scope="module")
 def setup(base_dir):
-    from tests.conftest import make_cyclic_data
-
-    data = make_cyclic_data()
-    model, tok = load_tiny(base_dir)
-    model.eval()
-    index = toy_index(data)
-    vocab = add_code_tokens(model, tok, index, "mean", data)
-    return data, model, tok, index, vocab
+    return tiny_with_codes(base_dir)
 
 
 @given(st.integers(0, 80), st.integers(1, 25))

@@ -55,3 +55,16 @@ def toy_index(data, source: str = "dual", k: int = 8):
     emb = toy_embeddings(data)
     use = {"dual": emb, "semantic": {"semantic": emb["semantic"]}}[source]
     return build_index(data, IndexConfig(source=source, kmeans=BalancedKMeansConfig(k=k)), embeddings=use)
+
+
+def tiny_with_codes(base_dir):
+    """(cyclic data, tiny model in eval mode, tokenizer, toy dual index, code vocabulary): the model
+    with the index's code tokens added, rows at the mean."""
+    from eager.model.code_tokens import add_code_tokens
+    from tests.conftest import make_cyclic_data
+
+    data = make_cyclic_data()
+    model, tok = load_tiny(base_dir)
+    model.eval()
+    index = toy_index(data)
+    return data, model, tok, index, add_code_tokens(model, tok, index, "mean", data)

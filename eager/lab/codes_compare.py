@@ -12,14 +12,13 @@ when only the behaviour embeddings are rebuilt). Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
 from eager.data import load_dataset
 from eager.index.item_index import ItemIndex
 from eager.index.meaning import meaning_report
+from eager.lab.report import emit
 from eager.utils import machine_line, timestamp
 
 
@@ -48,10 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"what": f"{data.name}: two item indices side by side (stats, meaning, semantic halves kept)",
               "dataset": data.name, "old_index": args.old, "new_index": args.new, "machine": machine_line(),
               "created": timestamp(), **compare_indices(ItemIndex.load(args.old), ItemIndex.load(args.new), data)}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

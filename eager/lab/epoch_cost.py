@@ -22,6 +22,7 @@ import numpy as np
 
 from eager.data import load_dataset
 from eager.index.item_index import ItemIndex
+from eager.lab.report import emit
 from eager.model.variants import get_variant
 from eager.train.batching import token_lengths
 from eager.train.pipeline import stage_samples, train_variant
@@ -97,10 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="also write the report here (JSON)")
     args = parser.parse_args(argv)
     report = measure(args.dataset, args.index, args.recipes.split(","), args.steps, args.data_root)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
