@@ -184,6 +184,19 @@ def cmd_train(args) -> None:
     from eager.train.pipeline import train_variant
 
     recipe, variant = train_recipe_from_args(args), get_variant(args.variant)
+    if args.snapshot_to:  # the saved state alone: no data, no model
+        from eager.data.registry import get_spec
+        from eager.train.pipeline import export_snapshots
+
+        try:
+            written = export_snapshots(args.artifacts, get_spec(args.dataset).name, variant, recipe, args.snapshot_to)
+        except FileNotFoundError as err:
+            raise SystemExit(f"eager train --snapshot-to: {err}") from None
+        _print({"snapshots": written}, args.json)
+        return
+    if args.warm_start and not Path(args.warm_start).is_dir():
+        raise SystemExit(f"eager train --warm-start: {args.warm_start} is not a folder of snapshots "
+                         "(write one with --snapshot-to)")
     data = load_dataset(args.dataset, args.data_root)
     out = Path(args.out) if args.out else Path("checkpoints") / data.name / variant.name
     index = None
@@ -199,7 +212,7 @@ def cmd_train(args) -> None:
             raise ValueError(f"--index {args.index} lacks {len(missing)} of {data.name}'s items (e.g. "
                              f"{next(iter(missing))!r}): it was built for another catalogue")
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json,
-                           restart=args.restart, index=index)
+                           restart=args.restart, index=index, warm_start=args.warm_start)
     if "rank" in result:  # a non-main process of a data-parallel run: the main one reports
         return
     _print({"out": result["out"], "train_minutes": result["train_minutes"], "selection": result["selection"]}, args.json)
@@ -552,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--index", help="train on this item index (an index.json, e.g. a shipped checkpoint's) "
                        "instead of the one built from the artifacts")
     train.add_argument("--out", help="checkpoint folder (default: checkpoints/<dataset>/<variant>)")
+    train.add_argument("--warm-start", metavar="DIR",
+                       help="where this machine has no saved state of the run, go on from the snapshots in DIR "
+                       "(written by --snapshot-to on another machine; same settings)")
+    train.add_argument("--snapshot-to", metavar="DIR",
+                       help="do not train: write this run's saved state (the one it would resume) to DIR as "
+                       "snapshots small enough to commit, then exit")
     train.set_defaults(func=cmd_train)
 
     # Experiment tools, apart from the stages a user runs (eager/lab/README.md).

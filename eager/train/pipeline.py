@@ -30,6 +30,7 @@ from eager.model.variants import Variant
 from eager.train.gct import DecompressionProjectors
 from eager.train.recipes import TrainRecipe, with_gct
 from eager.train.samples import build_samples
+from eager.train.snapshot import write_snapshot
 from eager.train.trainer import gct_tables, make_logger, train_stage
 from eager.train.validation import training_users
 from eager.utils import artifacts_root, machine_line, timestamp
@@ -69,6 +70,26 @@ def stage_samples(data: InteractionData, index: ItemIndex, recipe: TrainRecipe, 
                          recipe.prompt_style)
 
 
+def run_work_dir(artifacts, dataset: str, variant: Variant, recipe: TrainRecipe) -> Path:
+    """Where a run keeps its resumable states and log (git-ignored, beside the artifacts)."""
+    return artifacts_root(artifacts) / dataset / "train" / f"{variant.name}-{recipe.name}"
+
+
+def export_snapshots(artifacts, dataset: str, variant: Variant, recipe: TrainRecipe, to: str | Path) -> list[str]:
+    """Write the run's saved stage states as snapshots in ``to`` (small enough to commit; a run on
+    another machine goes on from them with ``warm_start``); the files written."""
+    work = run_work_dir(artifacts, dataset, variant, recipe)
+    states = sorted(work.glob("stage*_state.pt"))
+    if not states:
+        raise FileNotFoundError(f"no saved training state in {work}: this run has not saved one on this machine "
+                                "(a run saves every few minutes and after each epoch), or it has finished")
+    written = []
+    for state_file in states:
+        stage_name = state_file.name.removesuffix("_state.pt")
+        written += [str(p) for p in write_snapshot(torch.load(state_file, weights_only=False), Path(to), stage_name)]
+    return written
+
+
 def train_variant(
     data: InteractionData,
     variant: Variant,
@@ -83,11 +104,13 @@ def train_variant(
     index: ItemIndex | None = None,
     tables: dict[str, np.ndarray] | None = None,
     restart: bool = False,
+    warm_start: str | Path | None = None,
 ) -> dict:
     """Train stage 1 (+ AAT) and export the checkpoint; model/index/tables may be injected (tests).
 
-    An interrupted run with the same settings resumes from its last epoch; ``restart`` sets its saved
-    states aside (kept, renamed) and trains from scratch."""
+    An interrupted run with the same settings resumes from its last save; ``restart`` sets its saved
+    states aside (kept, renamed) and trains from scratch. ``warm_start``: a folder of snapshots
+    (:func:`export_snapshots`) that a run with no saved state here goes on from."""
     if recipe.stage1.full_finetune or recipe.stage2.full_finetune:
         raise NotImplementedError(
             f"recipe {recipe.name!r} fully fine-tunes the backbone (the paper's 7B setting); that cannot be "
@@ -95,7 +118,7 @@ def train_variant(
         )
     out = Path(out_dir)
     # Resumable state and logs live beside the artifacts, never inside the (git-tracked) checkpoint.
-    work = artifacts_root(artifacts) / data.name / "train" / f"{variant.name}-{recipe.name}"
+    work = run_work_dir(artifacts, data.name, variant, recipe)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     log = make_logger(work / "train_log.jsonl", progress)
@@ -122,7 +145,7 @@ def train_variant(
     stages = []
     samples = stage_samples(data, index, recipe, "stage1")
     model, lora1, rows1, info1 = train_stage("stage1", model, tokenizer, index, trie, data, samples, recipe.stage1,
-                                             recipe, projectors, work, log, progress, restart)
+                                             recipe, projectors, work, log, progress, restart, warm_start)
     # Code rows go with the last stage only: AAT's rows supersede stage 1's (LoRA never touches them).
     main_process = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     stage_files = {"stage1": (lora1, None if variant.use_aat else rows1)}
@@ -134,7 +157,8 @@ def train_variant(
     if variant.use_aat:
         samples2 = stage_samples(data, index, recipe, "stage2")
         model, lora2, rows2, info2 = train_stage("stage2", model, tokenizer, index, trie, data, samples2,
-                                                 recipe.stage2, recipe, None, work, log, progress, restart)
+                                                 recipe.stage2, recipe, None, work, log, progress, restart,
+                                                 warm_start)
         stage_files["stage2"] = (lora2, rows2)
         stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
     if not main_process:  # under torchrun every process trained; one writes the checkpoint

@@ -53,6 +53,7 @@ from eager.train.resume import (
 )
 from eager.train.samples import Sample
 from eager.train.schedule import StepBudget
+from eager.train.snapshot import REWARM_STEPS, has_snapshot, read_snapshot, snapshot_files
 from eager.train.sharding import (
     CodeRowGradients,
     full_state,
@@ -252,11 +253,14 @@ def train_stage(
     log: Callable[[dict], None],
     progress: bool = True,
     restart: bool = False,
+    warm_start: Path | None = None,
 ):
     """Train one stage in place; returns (peft model at its best epoch, best LoRA state, code rows, history).
 
     A saved state of this stage in ``work_dir`` is resumed (if its settings match), or with ``restart``
-    set aside so the stage starts from scratch."""
+    set aside so the stage starts from scratch. With no saved state here, a snapshot of the stage in
+    ``warm_start`` (eager.train.snapshot: a run saved on another machine) is resumed instead, with
+    fresh optimizer moments and the learning rate ramped back up over ``REWARM_STEPS`` steps."""
     accelerator = make_accelerator(recipe)
     device = accelerator.device
     seed_everything(recipe.training_seed)
@@ -325,19 +329,29 @@ def train_stage(
         if accelerator.is_main_process:
             log({"stage": stage_name, "set_aside": str(set_aside(state_file))})
         accelerator.wait_for_everyone()  # no process may look for the state before it is gone
-    if state_file.exists():  # resume
-        saved = torch.load(state_file, weights_only=False)
-        check_resumable(saved.get("settings"), settings, state_file)
+    rewarm_from = None  # the step a warm start resumed at: its learning rate ramps up from there
+    from_snapshot = not state_file.exists() and not restart and has_snapshot(warm_start, stage_name)
+    if state_file.exists() or from_snapshot:  # resume
+        if from_snapshot:
+            saved = read_snapshot(warm_start, stage_name)
+            check_resumable(saved.get("settings"), settings, snapshot_files(Path(warm_start), stage_name)[1])
+        else:
+            saved = torch.load(state_file, weights_only=False)
+            check_resumable(saved.get("settings"), settings, state_file)
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, saved["lora"])
         with torch.no_grad():
             rows[first_row:] = saved["rows"].to(rows.device)
-        if sharded:  # a sharded optimizer takes its (whole) state once its parameters are sharded
+        if saved["optimizer"] is None:  # a snapshot: Adam's moments start again
+            rewarm_from = saved["step"]
+        elif sharded:  # a sharded optimizer takes its (whole) state once its parameters are sharded
             sharded_optimizer = saved["optimizer"]
         else:
             optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if rewarm_from is not None:
+            _rewarm(optimizer, scheduler, 0)
         if projectors is not None and saved.get("projectors"):
             projectors.load_state_dict(saved["projectors"])
         start_epoch, step, history, best = saved["epoch"], saved["step"], saved["history"], saved["best"]
@@ -349,7 +363,8 @@ def train_stage(
             restore_rng_state(saved["rng"][rank], device)
         if accelerator.is_main_process:
             log({"stage": stage_name, "resumed_at_epoch": start_epoch,
-                 **({"resumed_at_batch": in_epoch["done"]} if in_epoch else {})})
+                 **({"resumed_at_batch": in_epoch["done"]} if in_epoch else {}),
+                 **({"warm_start": str(warm_start)} if from_snapshot else {})})
 
     module, optimizer = accelerator.prepare(LossModule(model, projectors), optimizer)
     # After prepare: FSDP replaces the parameters (the optimizer's groups are switched to the new ones).
@@ -407,6 +422,8 @@ def train_stage(
                 optimizer.step()
                 scheduler.step()
                 step, tokens, count, run_steps = step + 1, tokens + batch_tokens, count + 1, run_steps + 1
+                if rewarm_from is not None and step - rewarm_from < REWARM_STEPS:
+                    _rewarm(optimizer, scheduler, step - rewarm_from)
                 profiler.after_step(step, batch_tokens)
                 if count == StepBudget.CALIBRATE_AFTER:  # past compiling and start-up: the steady rate starts here
                     sync()
@@ -491,6 +508,14 @@ def train_stage(
     with torch.no_grad():
         rows[first_row:] = best_rows.to(rows.device)
     return model, best_lora, best_rows, info
+
+
+def _rewarm(optimizer, scheduler, steps_done: int) -> None:
+    """The schedule's learning rate scaled by how far the warm start's ramp has come (the scheduler
+    sets each group's rate afresh every step, so the scaling never compounds)."""
+    ramp = min(1.0, (steps_done + 1) / REWARM_STEPS)
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr * ramp
 
 
 def write_state(path: Path, state: dict) -> None:
