@@ -35,7 +35,9 @@ def _raw_2014(tmp_path):
     _write_gz(tmp_path / "reviews_Cat_5.json.gz", [json.dumps(r) for r in reviews])
     meta = [
         repr({"asin": x, "title": f"Thing {x} &amp; co", "brand": "Acme", "categories": [["Cat", "Sub"]],
-              "description": "<b>bold</b> text"})
+              "description": "<b>bold</b> text",
+              **({"imUrl": f"http://ecx.images-amazon.com/images/I/{x}.jpg"} if x in "AB" else {}),
+              **({"imUrl": "javascript:alert(1)"} if x == "C" else {})})
         for x in "ABCDEFG"
     ]
     _write_gz(tmp_path / "meta_Cat.json.gz", meta)
@@ -54,6 +56,10 @@ def test_amazon2014_preprocessing(tmp_path):
     assert [data.item_keys[i] for i in data.sequences[1]] == list("ABCDEF")
     row = data.items.iloc[0]
     assert row["title"] == "Thing A & co" and row["categories"] == "Cat, Sub" and row["description"] == "bold text"
+    # The picture's address is kept where the metadata has a web address, and never read as text.
+    images = dict(zip(data.items["key"], data.items["image"]))
+    assert images["A"] == "http://ecx.images-amazon.com/images/I/A.jpg" and images["C"] == images["D"] == ""
+    assert "image" not in data.text_fields
 
 
 def test_time_sort_not_file_order(tmp_path):
@@ -93,12 +99,14 @@ def test_amazon2018_csv(tmp_path):
     lines = [f"{x},U{u},5.0,{100 * u + i}" for u in range(5) for i, x in enumerate("PQRST")]
     (tmp_path / "Cat.csv").write_text("\n".join(lines) + "\n")
     _write_gz(tmp_path / "meta_Cat.json.gz",
-              [json.dumps({"asin": x, "title": f"T{x}", "category": ["Top", "Mid"], "description": ["a", "b"]})
+              [json.dumps({"asin": x, "title": f"T{x}", "category": ["Top", "Mid"], "description": ["a", "b"],
+                           **({"imageURLHighRes": [f"https://images-na.ssl-images-amazon.com/{x}.jpg"]} if x == "P" else {})})
                for x in "PQRST"])
     data = preprocess_amazon2018(tmp_path / "Cat.csv", tmp_path / "meta_Cat.json.gz", name="c")
     assert data.stats() == {"users": 5, "items": 5, "interactions": 25}
     assert data.items.iloc[0].to_dict() == {
-        "key": "P", "title": "TP", "brand": "", "categories": "Top, Mid", "description": "a b"}
+        "key": "P", "title": "TP", "brand": "", "categories": "Top, Mid", "description": "a b",
+        "image": "https://images-na.ssl-images-amazon.com/P.jpg"}
 
 
 def test_ml100k_zip(tmp_path):

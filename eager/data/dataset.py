@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 
 TEXT_FIELDS = ("title", "brand", "categories", "description")
+# Shown beside an item, never read by a model: the product picture's web address, where the
+# official metadata has one (the benchmark copies do not).
+IMAGE_FIELD = "image"
 ITEMS_FILE = "items.jsonl"
 SEQUENCES_FILE = "sequences.jsonl"
 META_FILE = "dataset.json"
@@ -102,7 +105,8 @@ class InteractionData:
         directory.mkdir(parents=True, exist_ok=True)
         keys = self.items["key"].tolist()
         with open(directory / ITEMS_FILE, "w", encoding="utf-8") as f:
-            for row in self.items[["key", *TEXT_FIELDS]].to_dict("records"):
+            columns = ["key", *TEXT_FIELDS, *([IMAGE_FIELD] if IMAGE_FIELD in self.items else [])]
+            for row in self.items[columns].to_dict("records"):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         with open(directory / SEQUENCES_FILE, "w", encoding="utf-8") as f:
             for user, seq in zip(self.user_keys, self.sequences):
@@ -117,7 +121,7 @@ class InteractionData:
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
         items = pd.read_json(directory / ITEMS_FILE, lines=True, dtype=False)
-        items = items.fillna("").astype({c: str for c in ("key", *TEXT_FIELDS) if c in items})
+        items = items.fillna("").astype({c: str for c in ("key", *TEXT_FIELDS, IMAGE_FIELD) if c in items})
         lookup = {k: i for i, k in enumerate(items["key"])}
         user_keys, sequences = [], []
         with open(directory / SEQUENCES_FILE, encoding="utf-8") as f:

@@ -24,7 +24,7 @@ from typing import Iterator
 import pandas as pd
 
 from eager.data.benchmark_formats import sequences_from_ratings
-from eager.data.dataset import InteractionData
+from eager.data.dataset import IMAGE_FIELD, InteractionData
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -84,8 +84,16 @@ def read_meta(path: Path) -> dict[str, dict[str, str]]:
             "brand": clean_text(rec.get("brand")),
             "categories": _categories(rec.get("categories") or rec.get("category")),
             "description": clean_text(rec.get("description")),
+            "image": _image_url(rec),
         }
     return meta
+
+
+def _image_url(rec: dict) -> str:
+    # 2014: "imUrl"; 2018: "imageURLHighRes" / "imageURL" lists. Only web addresses are kept.
+    value = rec.get("imUrl") or (rec.get("imageURLHighRes") or rec.get("imageURL") or [""])
+    url = str(value[0] if isinstance(value, list) and value else value or "").strip()
+    return url if url.startswith(("https://", "http://")) else ""
 
 
 def read_reviews_2014(path: Path) -> pd.DataFrame:
@@ -129,7 +137,9 @@ def preprocess_ratings(
     if ratings.empty:
         raise ValueError(f"{name}: nothing is left after dropping items without metadata and the {k}-core filter")
     fields = ("title", "brand", "categories", "description")
-    return sequences_from_ratings(name, ratings, meta, fields, source)
+    data = sequences_from_ratings(name, ratings, meta, fields, source)
+    data.items[IMAGE_FIELD] = [meta.get(k, {}).get(IMAGE_FIELD, "") for k in data.items["key"]]
+    return data
 
 
 def preprocess_amazon2014(reviews: Path, meta: Path, name: str, k: int = 5) -> InteractionData:
