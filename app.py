@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import gradio as gr
 
 from eager.decoding.engine import BeamStep
-from eager.demo import views
+from eager.demo import cards, views
+from eager.demo.figures import decoding_figure
 from eager.demo.service import DemoError, DemoService, RecommendOutcome
 from eager.model.variants import VARIANTS
 
@@ -27,6 +28,7 @@ except ImportError:
         return fn
 
 EMPTY_STATE = {"history": [], "held_out": None, "user": None}
+SHOPPERS = 6  # real shoppers on the first screen
 
 
 def _fail(err: Exception) -> gr.Error:
@@ -34,34 +36,45 @@ def _fail(err: Exception) -> gr.Error:
 
 
 def build_demo(service: DemoService) -> gr.Blocks:
-    def state_view(state):
-        return views.history_table(service, state["history"]), _user_line(state)
+    def shopper_buttons():
+        try:
+            return service.shoppers(SHOPPERS)
+        except DemoError:
+            return []
+
+    def basket_view(state):
+        return cards.basket_html(service, state["history"]), _user_line(state)
 
     def _user_line(state):
         if state["user"]:
-            return f"Real test user **{state['user']}**; their held-out next purchase: {service.title(state['held_out'])}"
-        return "Your own history (no held-out item)." if state["history"] else "Empty history."
+            return (f"**Real shopper {state['user']}** ({len(state['history'])} purchases). Their real next purchase "
+                    f"is kept aside: “{service.title(state['held_out'])}”. Will the model find it?")
+        return (f"**Your basket** ({len(state['history'])} products)." if state["history"]
+                else "Pick a shopper, or build a basket of your own.")
 
     def do_search(query):
         try:
-            choices = service.search(query)
+            choices = service.search(query, limit=12)
         except DemoError as err:
             raise _fail(err) from None
-        note = f"{len(choices)} matches" if choices else "No item title contains all of those words."
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), note
+        if not (query or "").strip():
+            return gr.update(choices=[], value=None), ""
+        note = (f"{len(choices)} matches: click one to add it." if choices
+                else "No product title holds all of those words.")
+        return gr.update(choices=choices, value=None), note
 
     def add_item(key, state):
         if not key:
-            raise gr.Error("Pick an item from the search results first.")
+            return gr.update(), state, *basket_view(state)
         state = {**state, "history": [*state["history"], key], "user": None, "held_out": None}
-        return state, *state_view(state)
+        return gr.update(value=None), state, *basket_view(state)
 
     def remove_last(state):
         state = {**state, "history": state["history"][:-1], "user": None, "held_out": None}
-        return state, *state_view(state)
+        return state, *basket_view(state)
 
     def clear(_state):
-        return dict(EMPTY_STATE), *state_view(EMPTY_STATE)
+        return dict(EMPTY_STATE), *basket_view(EMPTY_STATE)
 
     def load_user(user_id, state):
         try:
@@ -69,37 +82,36 @@ def build_demo(service: DemoService) -> gr.Blocks:
         except DemoError as err:
             raise _fail(err) from None
         state = {"history": case["history"], "held_out": case["held_out"], "user": case["user"]}
-        return state, *state_view(state), case["user"]
+        return state, *basket_view(state)
 
     @gpu
     def recommend_live(state, variant, k, hide_history=True) -> Iterator[tuple]:
         steps_md: list[str] = []
         try:
-            yield f"Loading `{variant}` (the first use of a variant takes a while)…", None, "", None
+            service.check_history(state["history"])  # said at once, before any model work
+            yield "Getting the model ready…", None, "", gr.update(), ""
             index = service.model(variant).engine.index
-            yield "Decoding…", None, "", None
+            steps: list[BeamStep] = []
             for event in service.recommend_stream(state["history"], variant, int(k), state["held_out"], bool(hide_history)):
                 if isinstance(event, BeamStep):
+                    steps.append(event)
                     steps_md.append(views.step_markdown(event, index, service))
-                    yield "\n\n".join(steps_md), None, "", None
+                    yield (f"Decoding token {event.level + 1} of {index.levels}…",
+                           decoding_figure(steps, index, service.title), "", gr.update(), "\n\n".join(steps_md))
                 elif isinstance(event, RecommendOutcome):
-                    from eager.index.figures import code_tree_figure
-
-                    figure = code_tree_figure(index, service.data, highlight=[i.key for i in event.items[:5]],
-                                              merge_collapsed=True,
-                                              title="Where the top 5 sit in the semantic code tree (red)")
-                    yield "\n\n".join(steps_md), views.results_table(event), views.outcome_markdown(event), figure
+                    figure = decoding_figure(steps, index, service.title, [(i.key, i.title) for i in event.items[:8]])
+                    yield (views.outcome_markdown(event), figure, cards.recommendation_cards(service, event, index),
+                           views.results_table(event), "\n\n".join(steps_md))
         except DemoError as err:
             raise _fail(err) from None
 
     @gpu
     def compare(state, chosen, k, hide_history=True):
         try:
-            tables = views.compare_tables(service.compare(state["history"], chosen or None, int(k), state["held_out"],
-                                                          bool(hide_history)))
+            comparison = service.compare(state["history"], chosen or None, int(k), state["held_out"], bool(hide_history))
         except DemoError as err:
             raise _fail(err) from None
-        return tables
+        return cards.compare_html(service, comparison), *views.compare_tables(comparison)
 
     def lookup(key):
         try:
@@ -148,6 +160,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
         info = service.model_card()
         return views.model_card_markdown(info), json.dumps(info["configs"], indent=1)[:20000]
 
+    def status_tick():
+        return service.status(), gr.Timer(active=not service.ready() and bool(service.warmup))
+
     def recommend_api(history: list[str], variant: str = "full", k: int = 10, hide_history: bool = True) -> dict:
         """Top-k items for a history of item keys (oldest first) from one variant; hide_history=False
         keeps items the history already holds (the model's raw list, as the evaluation scores it)."""
@@ -167,55 +182,62 @@ def build_demo(service: DemoService) -> gr.Blocks:
         except DemoError as err:
             raise _fail(err) from None
 
+    shoppers = shopper_buttons()
     with gr.Blocks(title="EAGER-LLM demo") as demo:
         state = gr.State(dict(EMPTY_STATE))
-        gr.Markdown("# EAGER-LLM: recommending by generating item codes\n"
-                    "Each product is four new tokens: two from its text (semantic) and two from how people buy it "
-                    "(behaviour). A 135M model (4-bit MLPs on CPU) writes the next item's code; beam search over the "
-                    "catalogue's code tree keeps every answer a real product.")
-        status = gr.Markdown(elem_id="status")
+        gr.Markdown("# EAGER-LLM: a language model that recommends by writing product codes\n"
+                    "Every product has a four-token code: the first two say **what it is** (from its text), the last "
+                    "two say **who buys it with what** (from shopping behaviour). From a basket, a 135M model writes "
+                    "the next product's code one token at a time; each token narrows the catalogue, and every answer "
+                    "is a real product.")
+        with gr.Accordion("Status", open=False):
+            status = gr.Markdown(elem_id="status")
         with gr.Tab("Recommend"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    query = gr.Textbox(label="Search the catalogue", placeholder="e.g. lipstick", elem_id="search")
-                    found = gr.Dropdown(label="Matches", choices=[], elem_id="matches")
-                    found_note = gr.Markdown()
+            gr.Markdown("#### Start from a real shopper")
+            with gr.Row(elem_id="shoppers"):
+                shopper_btns = [gr.Button(s.label, size="sm", elem_id=f"shopper-{n}", elem_classes="eg-shopper")
+                                for n, s in enumerate(shoppers)]
+                if not shoppers:
+                    gr.Markdown("No shoppers to show: the dataset is missing (see Status).")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=280):
+                    gr.Markdown("#### …or build your own basket")
+                    query = gr.Textbox(label="Search products", placeholder="type e.g. nail polish", elem_id="search")
+                    found_note = gr.Markdown(elem_id="search-note")
+                    found = gr.Radio(label="Matches (click to add)", choices=[], elem_id="matches")
                     with gr.Row():
-                        add = gr.Button("Add to history", elem_id="add")
-                        undo = gr.Button("Remove last")
-                        reset = gr.Button("Clear")
-                    user_id = gr.Textbox(label="Load a real test user (id, or empty for a random one)",
-                                         elem_id="user-id")
-                    load = gr.Button("Load user", elem_id="load-user")
-                with gr.Column(scale=2):
-                    user_line = gr.Markdown("Empty history.", elem_id="user-line")
-                    history = gr.Dataframe(headers=views.HISTORY_COLUMNS, label="History (oldest first)",
-                                           interactive=False, elem_id="history")
-            with gr.Row():
-                variant = gr.Dropdown(list(VARIANTS), value="full", label="Variant")
-                k = gr.Slider(1, service.config.max_k, value=10, step=1, label="Top k")
-                hide = gr.Checkbox(value=True, label="Leave out the history's items", elem_id="hide-history",
-                                   info="Untick for the model's raw list, the one the evaluation scores")
-                go = gr.Button("Recommend", variant="primary", elem_id="recommend")
-            with gr.Row():
-                steps = gr.Markdown(label="Decoding, token by token", elem_id="steps")
-                with gr.Column():
-                    summary = gr.Markdown(elem_id="summary")
-                    results = gr.Dataframe(headers=views.RESULT_COLUMNS, label="Recommendations", interactive=False,
-                                           elem_id="results")
-            tree_plot = gr.Plot(label="Code tree")
-            examples = _example_users(service)
-            if examples:
-                gr.Examples(examples, inputs=[user_id], label="Curated real users (then press Load user)")
+                        undo = gr.Button("Remove last", size="sm", elem_id="undo")
+                        reset = gr.Button("Clear", size="sm", elem_id="clear")
+                    with gr.Accordion("Load a test user by id", open=False):
+                        user_id = gr.Textbox(label="User id (empty: a random one)", elem_id="user-id")
+                        load = gr.Button("Load user", elem_id="load-user", size="sm")
+                with gr.Column(scale=2, min_width=300):
+                    user_line = gr.Markdown(_user_line(EMPTY_STATE), elem_id="user-line")
+                    basket = gr.HTML(cards.basket_html(service, []), elem_id="history", css_template=cards.CSS)
+                    with gr.Row():
+                        variant = gr.Dropdown(list(VARIANTS), value="full", label="Model", min_width=120)
+                        k = gr.Slider(1, service.config.max_k, value=10, step=1, label="How many", min_width=160)
+                        hide = gr.Checkbox(value=True, label="Leave out what's in the basket", elem_id="hide-history")
+                    go = gr.Button("Recommend", variant="primary", elem_id="recommend")
+            summary = gr.Markdown(elem_id="summary")
+            decoding = gr.Plot(label="The four tokens narrowing the catalogue", elem_id="decoding")
+            results = gr.HTML(elem_id="results", css_template=cards.CSS)
+            with gr.Accordion("Decoding trace and scores (for researchers)", open=False):
+                steps = gr.Markdown(elem_id="steps")
+                results_table = gr.Dataframe(headers=views.RESULT_COLUMNS, interactive=False, elem_id="results-table")
         with gr.Tab("Compare variants"):
-            gr.Markdown("On the Recommend tab's history, k and “Leave out the history's items” setting.")
+            gr.Markdown("The four trained variants on the same basket: marked are the products each shares with "
+                        "`full` and the ones only it found.")
             # Ticked: the variants that have checkpoints (all of them when none do, so Compare explains).
             chosen = gr.CheckboxGroup(list(VARIANTS), value=service.available_variants() or list(VARIANTS),
                                       label="Variants")
-            run_compare = gr.Button("Compare on this history", elem_id="compare")
-            compare_summary = gr.Dataframe(label="Latency and held-out rank", interactive=False, elem_id="compare-summary")
-            compare_lists = gr.Dataframe(label="Top-k side by side", interactive=False)
-            compare_overlap = gr.Dataframe(label="Items shared between top-k lists", interactive=False)
+            run_compare = gr.Button("Compare on this basket", variant="primary", elem_id="compare")
+            compare_grid = gr.HTML(elem_id="compare-grid", css_template=cards.CSS)
+            with gr.Accordion("As tables", open=False):
+                compare_summary = gr.Dataframe(label="Latency and held-out rank", interactive=False,
+                                               elem_id="compare-summary")
+                compare_lists = gr.Dataframe(label="Top-k side by side", interactive=False)
+                compare_overlap = gr.Dataframe(label="Items shared between top-k lists", interactive=False)
         with gr.Tab("Explore the index"):
             item_key = gr.Textbox(label="Item key", elem_id="lookup-key")
             with gr.Row():
@@ -235,33 +257,35 @@ def build_demo(service: DemoService) -> gr.Blocks:
         with gr.Tab("Model card"):
             card_md = gr.Markdown()
             card_json = gr.Code(language="json", label="Training configs", max_lines=40)
+        ticker = gr.Timer(2.0, active=bool(service.warmup) and not service.ready())
 
-        history_out = [history, user_line]
+        basket_out = [basket, user_line]
+        recommend_out = [summary, decoding, results, results_table, steps]
+        refresh = dict(fn=lambda: service.status(), inputs=None, outputs=status, api_visibility="private")
+        query.input(do_search, query, [found, found_note], api_visibility="private", trigger_mode="always_last")
         query.submit(do_search, query, [found, found_note], api_visibility="private")
-        add.click(add_item, [found, state], [state, *history_out], api_visibility="private")
-        undo.click(remove_last, state, [state, *history_out], api_visibility="private")
-        reset.click(clear, state, [state, *history_out], api_visibility="private")
-        load.click(load_user, [user_id, state], [state, *history_out, user_id], api_visibility="private")
-        go.click(recommend_live, [state, variant, k, hide], [steps, results, summary, tree_plot], api_visibility="private",
-                 concurrency_limit=2).then(lambda: service.status(), None, status, api_visibility="private")
-        run_compare.click(compare, [state, chosen, k, hide], [compare_lists, compare_overlap, compare_summary],
-                          api_visibility="private", concurrency_limit=1).then(
-            lambda: service.status(), None, status, api_visibility="private")
+        found.input(add_item, [found, state], [found, state, *basket_out], api_visibility="private")
+        undo.click(remove_last, state, [state, *basket_out], api_visibility="private")
+        reset.click(clear, state, [state, *basket_out], api_visibility="private")
+        load.click(load_user, [user_id, state], [state, *basket_out], api_visibility="private")
+        for button, shopper in zip(shopper_btns, shoppers):
+            button.click(load_user, [gr.State(shopper.user), state], [state, *basket_out], api_visibility="private").then(
+                recommend_live, [state, variant, k, hide], recommend_out, api_visibility="private",
+                concurrency_limit=2, concurrency_id="recommend").then(**refresh)
+        go.click(recommend_live, [state, variant, k, hide], recommend_out, api_visibility="private",
+                 concurrency_limit=2, concurrency_id="recommend").then(**refresh)
+        run_compare.click(compare, [state, chosen, k, hide], [compare_grid, compare_lists, compare_overlap,
+                                                              compare_summary],
+                          api_visibility="private", concurrency_limit=1).then(**refresh)
         look.click(lookup, item_key, [looked, nearest], api_visibility="private")
         draw.click(tree, item_key, index_plot, api_visibility="private")
         code_go.click(probe_code, code_in, code_out, api_visibility="private", concurrency_limit=1)
         title_go.click(probe_title, title_in, title_out, api_visibility="private", concurrency_limit=1)
+        ticker.tick(status_tick, None, [status, ticker], api_visibility="private")
         demo.load(lambda: (service.status(), *card()), None, [status, card_md, card_json], api_visibility="private")
         gr.api(recommend_api, api_name="recommend", concurrency_limit=2)
         gr.api(search_api, api_name="search")
     return demo
-
-
-def _example_users(service: DemoService, count: int = 3) -> list[list[str]]:
-    try:
-        return [[service.user_case(seed=seed)["user"]] for seed in range(count)]
-    except DemoError:
-        return []
 
 
 def main() -> None:
@@ -274,6 +298,7 @@ def main() -> None:
     except (OSError, RuntimeError, ValueError) as err:
         print(f"eager demo: {err}", file=sys.stderr)
     service = DemoService()
+    service.warm_up()  # every shipped variant loads in the background while the app already serves
     demo = build_demo(service)
     demo.queue(max_size=int(os.environ.get("EAGER_QUEUE_SIZE", "32")))
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

@@ -123,6 +123,10 @@ class DemoService:
         self._locks = {name: threading.Lock() for name in VARIANTS}
         self._data_lock = threading.Lock()
         self._index: tuple[str, ItemIndex] | None = None
+        self._shoppers: list | None = None
+        # Per variant, where its start-up warm-up stands: "waiting", "loading", "ready" or "failed: why".
+        self.warmup: dict[str, str] = {}
+        self._warmup_thread: threading.Thread | None = None
 
     # --- data ---------------------------------------------------------------------------
 
@@ -151,6 +155,30 @@ class DemoService:
     def title(self, key: str) -> str:
         row = self.data.key_to_index().get(key)
         return (self._titles[row] or "(no title)") if row is not None else "(not in the catalogue)"
+
+    def item_info(self, key: str) -> dict:
+        """What a product card shows: title, brand, its most specific category, the picture's address."""
+        from eager.data.dataset import IMAGE_FIELD
+
+        row = self.data.key_to_index().get(key)
+        if row is None:
+            return {"key": key, "title": "(not in the catalogue)", "brand": "", "category": "", "image": ""}
+        item = self.data.items.iloc[row]
+        categories = [c.strip() for c in str(item.get("categories", "") or "").split(",") if c.strip()]
+        return {"key": key, "title": self.title(key), "brand": str(item.get("brand", "") or ""),
+                "category": categories[-1] if categories else "", "image": str(item.get(IMAGE_FIELD, "") or "")}
+
+    def shoppers(self, count: int = 6) -> list:
+        """Real test users to start from, each with a one-line theme (eager.demo.shoppers), chosen once."""
+        from eager.demo.shoppers import pick_shoppers
+
+        if self._shoppers is None:
+            self._shoppers = pick_shoppers(self.data, max(count, 6))
+        return self._shoppers[:count]
+
+    def shopper_case(self, user: str) -> dict:
+        """A shopper's history and held-out item, as :meth:`user_case` gives them."""
+        return self.user_case(user=user)
 
     def search(self, query: str, limit: int = 25) -> list[tuple[str, str]]:
         """(label, key) of items whose title holds every word of ``query`` (or whose key is ``query``)."""
@@ -229,10 +257,48 @@ class DemoService:
                          f"`eager train --dataset {self.config.dataset} --variant full` (a GPU run), or set "
                          f"${CHECKPOINTS_ENV}. Catalogue search and real users still work.")
         for name in variants:
-            model = self._models.get(name)
-            state = f"loaded ({model.serving}, {model.load_s:.1f} s)" if model else "loads on first use"
+            model, warm = self._models.get(name), self.warmup.get(name)
+            if warm == "ready" and model:
+                state = f"ready ({model.serving}, loaded in {model.load_s:.1f} s)"
+            elif warm and warm != "ready":
+                state = {"waiting": "waiting to load", "loading": "loading…"}.get(warm, warm)
+            else:
+                state = f"loaded ({model.serving}, {model.load_s:.1f} s)" if model else "loads on first use"
             lines.append(f"- `{name}`: {state}")
         return "\n".join(lines)
+
+    def ready(self) -> bool:
+        """Has the start-up warm-up finished (every variant ready or failed)?"""
+        return bool(self.warmup) and all(v not in ("waiting", "loading") for v in self.warmup.values())
+
+    def warm_up(self, variants: Sequence[str] | None = None, background: bool = True) -> threading.Thread | None:
+        """Load every shipped variant and run one recommendation through each, so no visitor waits
+        for a cold start: in a background thread (the app serves meanwhile, ``status`` says how far
+        it is), or here with ``background=False``."""
+        names = list(variants or self.available_variants())
+        self.warmup = {name: "waiting" for name in names}
+
+        def run():
+            try:
+                history = self.shoppers(1)[0].history if self.shoppers(1) else self.data.item_keys[:3]
+            except DemoError:
+                history = []
+            for name in names:
+                self.warmup[name] = "loading"
+                try:
+                    self.model(name)
+                    if history:
+                        self.recommend(history, name, k=min(10, self.config.max_k))
+                    self.warmup[name] = "ready"
+                except Exception as err:  # a broken variant is reported, and the others still warm up
+                    self.warmup[name] = f"failed: {str(err)[:200]}"
+
+        if not background:
+            run()
+            return None
+        self._warmup_thread = threading.Thread(target=run, name="eager-warm-up", daemon=True)
+        self._warmup_thread.start()
+        return self._warmup_thread
 
     def model(self, variant: str) -> VariantModel:
         if variant not in VARIANTS:
