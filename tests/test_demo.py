@@ -282,36 +282,62 @@ def test_api_end_to_end_bad_inputs_and_concurrency(running_app, service):
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_browser_builds_a_history_recommends_and_compares(running_app, tmp_path):
+@pytest.mark.parametrize("width", [1280, 390])
+def test_browser_a_shopper_a_basket_the_decoding_and_compare(running_app, tmp_path, width):
+    """The visitor's path at a laptop's and a phone's width: one click on a real shopper recommends,
+    search-as-you-type adds to a basket, and Compare shows every variant without sideways scrolling."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page = browser.new_page(viewport={"width": width, "height": 900})
         page.goto(running_app)
-        search = page.locator("#search textarea, #search input").first
-        search.fill("number 12")
-        search.press("Enter")
-        # The note ("1 matches"), not the dropdown's label ("Matches"), which the same words would find.
-        expect(page.get_by_text(re.compile(r"^\d+ matches$"))).to_be_visible(timeout=30_000)
-        # The dropdown takes its new value a render after the note shows: clicking sooner sends an empty pick.
-        expect(page.locator("#matches input").first).to_have_value(re.compile("number 12"), timeout=30_000)
-        page.locator("#add").click()
-        expect(page.locator("#history")).to_contain_text("I012", timeout=30_000)
-        page.locator("#load-user").click()  # a random real user replaces the history
-        expect(page.locator("#user-line")).to_contain_text("Real test user", timeout=30_000)
-        expect(page.locator("#hide-history input")).to_be_checked()  # by default the history's items are left out
-        page.locator("#recommend").click()
-        expect(page.locator("#summary")).to_contain_text("answered in", timeout=60_000)
-        expect(page.locator("#summary")).to_contain_text("left out")
-        expect(page.locator("#steps")).to_contain_text("Token 4 of 4")
+        shopper = page.locator("#shopper-0")
+        expect(shopper).to_contain_text(re.compile(r"fan, \d+ purchases"), timeout=30_000)
+        assert shopper.bounding_box()["y"] < 900  # on the first screen
+        shopper.click()  # one click: their basket, then the recommendations
+        expect(page.locator("#user-line")).to_contain_text("Real shopper", timeout=30_000)
+        expect(page.locator("#results .eg-card")).to_have_count(10, timeout=60_000)
+        expect(page.locator("#summary")).to_contain_text("answered in")
+        expect(page.locator("#decoding .js-plotly-plot")).to_have_count(1)
+        expect(page.locator("#results")).to_contain_text("Why:")
         page.screenshot(path=str(tmp_path / "recommend.png"), full_page=True)
-        page.get_by_role("tab", name="Compare variants").click()
+        # A basket of one's own: matches appear as one types, one click adds.
+        page.locator("#clear").click()
+        expect(page.locator("#history")).to_contain_text("Empty basket", timeout=30_000)
+        page.locator("#search textarea, #search input").first.press_sequentially("number 12", delay=30)
+        pick = page.locator("#matches label", has_text="item number 12")
+        expect(pick).to_be_visible(timeout=30_000)
+        pick.click()
+        expect(page.locator("#history .eg-chip")).to_have_count(1, timeout=30_000)
+        expect(page.locator("#history")).to_contain_text("item number 12")
+        expect(page.locator("#user-line")).to_contain_text("Your basket (1 products)")
+        page.locator("#recommend").click()
+        expect(page.locator("#results .eg-card")).to_have_count(10, timeout=60_000)
+        expect(page.locator("#results")).not_to_contain_text("their real next purchase")  # no held-out item here
+        _open_tab(page, "Compare variants")
         page.locator("#compare").click()
-        expect(page.locator("#compare-summary")).to_contain_text("wo_aat", timeout=60_000)
+        columns = page.locator("#compare-grid .eg-col")
+        expect(columns).to_have_count(4, timeout=60_000)
+        expect(page.locator("#compare-grid")).to_contain_text("also in full")
+        boxes = [columns.nth(i).bounding_box() for i in range(4)]
+        assert all(b["x"] >= 0 and b["x"] + b["width"] <= width + 1 for b in boxes)  # every column in view
+        if width >= 1280:
+            assert len({round(b["y"]) for b in boxes}) == 1  # side by side
+        assert page.evaluate("document.documentElement.scrollWidth") <= width + 1  # no sideways scrolling
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         browser.close()
     assert (tmp_path / "recommend.png").stat().st_size > 10_000
+
+
+def _open_tab(page, name: str) -> None:
+    """Click a tab, through Gradio's "More tabs" menu where a narrow screen folds it away."""
+    tab = page.get_by_role("tab", name=name)
+    if tab.count() and tab.first.is_visible():
+        tab.first.click()
+        return
+    page.get_by_role("button", name="More tabs").click()
+    page.locator(".overflow-dropdown button", has_text=name).click()
 
 
 REAL_CHECKPOINT = REPO / "checkpoints" / "beauty" / "full"
