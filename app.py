@@ -106,7 +106,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
             raise _fail(err) from None
 
     @gpu
-    def compare(state, chosen, k, hide_history=True):
+    def compare_view(state, chosen, k, hide_history=True):
         try:
             comparison = service.compare(state["history"], chosen or None, int(k), state["held_out"], bool(hide_history))
         except DemoError as err:
@@ -174,6 +174,17 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 "hid_history": outcome.hid_history,
                 "items": [{"rank": i.rank, "key": i.key, "title": i.title, "code": i.code, "score": round(i.score, 4)}
                           for i in outcome.items]}
+
+    def compare_api(history: list[str], variants: list[str] | None = None, k: int = 10,
+                    hide_history: bool = True) -> dict:
+        """Several variants' top-k on one history (default: every shipped variant), with their latency."""
+        try:
+            comparison = service.compare(history, variants or None, k, hide_history=bool(hide_history))
+        except DemoError as err:
+            raise _fail(err) from None
+        return {"k": comparison["k"], "skipped": comparison["skipped"], "overlap": comparison["overlap"],
+                "variants": {name: {"seconds": round(o.seconds, 3), "items": [i.key for i in o.items]}
+                             for name, o in comparison["outcomes"].items()}}
 
     def search_api(query: str) -> list[dict]:
         """Catalogue items whose title holds every word of the query."""
@@ -274,7 +285,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 concurrency_limit=2, concurrency_id="recommend").then(**refresh)
         go.click(recommend_live, [state, variant, k, hide], recommend_out, api_visibility="private",
                  concurrency_limit=2, concurrency_id="recommend").then(**refresh)
-        run_compare.click(compare, [state, chosen, k, hide], [compare_grid, compare_lists, compare_overlap,
+        run_compare.click(compare_view, [state, chosen, k, hide], [compare_grid, compare_lists, compare_overlap,
                                                               compare_summary],
                           api_visibility="private", concurrency_limit=1).then(**refresh)
         look.click(lookup, item_key, [looked, nearest], api_visibility="private")
@@ -284,6 +295,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         ticker.tick(status_tick, None, [status, ticker], api_visibility="private")
         demo.load(lambda: (service.status(), *card()), None, [status, card_md, card_json], api_visibility="private")
         gr.api(recommend_api, api_name="recommend", concurrency_limit=2)
+        gr.api(compare_api, api_name="compare", concurrency_limit=1)
         gr.api(search_api, api_name="search")
     return demo
 

@@ -274,6 +274,11 @@ def test_api_end_to_end_bad_inputs_and_concurrency(running_app, service):
                                          (["<script>alert(1)</script>"], "full", 5, "Not in the")):
         with pytest.raises(Exception, match=message):
             client.predict(history, variant, k, api_name="/recommend")
+    compared = client.predict(["I001", "I002", "I003"], None, 5, api_name="/compare")
+    assert set(compared["variants"]) == set(VARIANTS) and all(len(v["items"]) == 5 for v in compared["variants"].values())
+    assert compared["overlap"]["full"]["full"] == 5
+    with pytest.raises(Exception, match="Unknown variant"):
+        client.predict(["I001"], ["full", "bogus"], 5, api_name="/compare")
     # still serving, and ten clients at once all get answers
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda i: Client(running_app, verbose=False).predict(
