@@ -211,6 +211,13 @@ def cmd_train(args) -> None:
         if missing:
             raise ValueError(f"--index {args.index} lacks {len(missing)} of {data.name}'s items (e.g. "
                              f"{next(iter(missing))!r}): it was built for another catalogue")
+    if args.export_stage1:
+        from eager.train.pipeline import export_stage1, variant_index
+
+        index = index or variant_index(data, variant, args.artifacts, progress=not args.json)
+        _print(export_stage1(data, variant, recipe, index, args.export_stage1, args.artifacts, args.warm_start,
+                             args.base), args.json)
+        return
     result = train_variant(data, variant, recipe, out, args.artifacts, args.base, args.max_users, progress=not args.json,
                            restart=args.restart, index=index, warm_start=args.warm_start)
     if "rank" in result:  # a non-main process of a data-parallel run: the main one reports
@@ -571,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--snapshot-to", metavar="DIR",
                        help="do not train: write this run's saved state (the one it would resume) to DIR as "
                        "snapshots small enough to commit, then exit")
+    train.add_argument("--export-stage1", metavar="DIR",
+                       help="do not train: write the best validated stage-1 weights this run has saved so far as a "
+                       "checkpoint in DIR (the run's wo_aat; where the run stood is in its config), then exit")
     train.set_defaults(func=cmd_train)
 
     # Experiment tools, apart from the stages a user runs (eager/lab/README.md).

@@ -149,3 +149,54 @@ def test_cli_snapshot_to_says_when_there_is_nothing_to_write(tmp_path, capsys):
     except SystemExit as err:
         code = err.code
     assert "is not a folder of snapshots" in capsys.readouterr().err + str(code)
+
+
+def test_a_running_variant_exports_its_best_stage1_as_a_checkpoint(cyclic_data, base_dir, tmp_path):
+    """After its first epoch a `full` run's stage 1 is written out as its `wo_aat` checkpoint (from the
+    state here, or from a committed snapshot on another machine), which loads and recommends."""
+    from safetensors.torch import load_file
+
+    from eager.decoding.evaluate import recommend_keys
+    from eager.model.variants import get_variant
+    from eager.serve.loader import load_checkpoint
+    from eager.train.pipeline import export_stage1, run_work_dir
+
+    variant, index = get_variant("full"), toy_index(cyclic_data)
+    recipe = replace(TEST_RECIPE, eval_users=4, eval_beams=4,
+                     stage1=replace(TEST_RECIPE.stage1, tasks=("seqrec",), epochs=3, max_steps=None))
+    work = run_work_dir(tmp_path / "artifacts", cyclic_data.name, variant, recipe)
+    model, tok = load_tiny(base_dir)
+    trie = CodeTrie(index, add_code_tokens(model, tok, index, "mean", cyclic_data))
+    samples = build_samples(cyclic_data, index, ("seqrec",))[:48]
+    work.mkdir(parents=True)
+    torch.save({"best_lora": None, "step": 3, "total": 9}, work / "stage1_state.pt")
+    with pytest.raises(ValueError, match="has not finished an epoch"):
+        export_stage1(cyclic_data, variant, recipe, index, tmp_path / "early", tmp_path / "artifacts", base=str(base_dir))
+    (work / "stage1_state.pt").unlink()
+
+    def stop_after_first_epoch(record):
+        if "valid_ndcg@10" in record:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_stage("stage1", model, tok, index, trie, cyclic_data, samples, recipe.stage1, recipe, None, work,
+                    stop_after_first_epoch, progress=False)
+    out = export_stage1(cyclic_data, variant, recipe, index, tmp_path / "wo_aat", tmp_path / "artifacts",
+                        base=str(base_dir))
+    saved = torch.load(work / "stage1_state.pt", weights_only=False)
+    assert out["progress"] == {"epoch": 1, "step": saved["step"], "planned_steps": saved["total"], "best_epoch": 1,
+                               "stage1_complete": False}
+    config = json.loads((tmp_path / "wo_aat" / "config.json").read_text())
+    assert config["variant"]["name"] == "wo_aat" and config["stage1_of"] == "full" and config["recipe"]["name"] == recipe.name
+    stored = load_file(str(tmp_path / "wo_aat" / "stage1.safetensors"))
+    assert all(torch.equal(stored[k], v.to(torch.bfloat16)) for k, v in saved["best_lora"].items())
+    loaded = load_checkpoint(tmp_path / "wo_aat", base=str(base_dir))
+    assert len(recommend_keys(loaded, cyclic_data, ["I001", "I002"], k=3, beams=5)) == 3
+    # On another machine: no state, the committed snapshot instead.
+    write_snapshot(saved, tmp_path / "committed", "stage1")
+    (work / "stage1_state.pt").unlink()
+    again = export_stage1(cyclic_data, variant, recipe, index, tmp_path / "wo_aat2", tmp_path / "artifacts",
+                          warm_start=tmp_path / "committed", base=str(base_dir))
+    assert again["progress"] == out["progress"] and again["selection"] == out["selection"]
+    with pytest.raises(FileNotFoundError, match="no saved stage-1 state"):
+        export_stage1(cyclic_data, variant, recipe, index, tmp_path / "none", tmp_path / "artifacts", base=str(base_dir))

@@ -30,7 +30,7 @@ from eager.model.variants import Variant
 from eager.train.gct import DecompressionProjectors
 from eager.train.recipes import TrainRecipe, with_gct
 from eager.train.samples import build_samples
-from eager.train.snapshot import write_snapshot
+from eager.train.snapshot import has_snapshot, read_snapshot, write_snapshot
 from eager.train.trainer import gct_tables, make_logger, train_stage
 from eager.train.validation import training_users
 from eager.utils import artifacts_root, machine_line, timestamp
@@ -88,6 +88,62 @@ def export_snapshots(artifacts, dataset: str, variant: Variant, recipe: TrainRec
         stage_name = state_file.name.removesuffix("_state.pt")
         written += [str(p) for p in write_snapshot(torch.load(state_file, weights_only=False), Path(to), stage_name)]
     return written
+
+
+def write_checkpoint(out: Path, dataset: str, variant: Variant, recipe: TrainRecipe, index: ItemIndex,
+                     vocab_size: int, base, stage_files: dict, stages: list[dict], extra: dict) -> tuple[dict, dict]:
+    """A checkpoint folder: each stage's weights, the index, the config that produced it, the selection
+    metrics (the last stage's best validation) and the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (lora, rows) in stage_files.items():
+        save_stage(out, name, lora, rows)
+    index.save(out)
+    backbone = str(base) if base else resolve_backbone_source(None).name
+    config = {
+        "dataset": dataset, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
+        "backbone_override": str(base) if base else None, "vocab_size": vocab_size,
+        "max_users": recipe.max_users, **extra,
+        "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+    last = {k: v for k, v in stages[-1]["best"].items() if k != "ranks"}
+    metrics = {"selection": {"split": "valid", **last},  # last holds the users it scored
+               "history": [r for s in stages for r in s["history"]]}
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
+    write_manifest(out)
+    return config, metrics
+
+
+def export_stage1(data: InteractionData, variant: Variant, recipe: TrainRecipe, index: ItemIndex, out: str | Path,
+                  artifacts=None, warm_start: str | Path | None = None, base=None) -> dict:
+    """Write the best validated stage-1 weights a run has saved so far (its state here, else its
+    snapshot in ``warm_start``) as a stage-1 checkpoint, while the run goes on: the run's ``wo_aat``
+    (stage 1 of every variant with the annealing adapter is that variant without it), recorded as
+    such in its config (``stage1_of``, and ``progress``: where the run stood)."""
+    from eager.model.variants import get_variant
+
+    recipe = with_gct(recipe, variant)
+    state_file = run_work_dir(artifacts, data.name, variant, recipe) / "stage1_state.pt"
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=False)
+    elif has_snapshot(warm_start, "stage1"):
+        state = read_snapshot(Path(warm_start), "stage1")
+    else:
+        raise FileNotFoundError(f"no saved stage-1 state of this run at {state_file}"
+                                + (f" nor a snapshot in {warm_start}" if warm_start else ""))
+    if state["best_lora"] is None:
+        raise ValueError(f"the run at step {state['step']} of {state['total']} has not finished an epoch yet: "
+                         "nothing has been validated to export")
+    _, tokenizer, _, _ = backbone_for_index(base, index)
+    stage = {"name": "stage1", "lora": asdict(recipe.stage1.lora), "samples": state["settings"].get("samples"),
+             "best": state["best"], "history": state["history"]}
+    stage1_variant = get_variant("wo_aat") if variant.use_aat else variant
+    progress = {"epoch": state["epoch"], "step": state["step"], "planned_steps": state["total"],
+                "best_epoch": state["best"].get("epoch"), "stage1_complete": state["step"] >= state["total"]}
+    config, _ = write_checkpoint(Path(out), data.name, stage1_variant, recipe, index, len(tokenizer), base,
+                                 {"stage1": (state["best_lora"], state["best_rows"])}, [stage],
+                                 {"stage1_of": variant.name, "progress": progress, "exported": timestamp()})
+    return {"out": str(out), "progress": progress, "selection": {k: v for k, v in state["best"].items() if k != "ranks"}}
 
 
 def train_variant(
@@ -163,23 +219,9 @@ def train_variant(
         stages.append({"name": "stage2", "lora": asdict(recipe.stage2.lora), "samples": len(samples2), **info2})
     if not main_process:  # under torchrun every process trained; one writes the checkpoint
         return {"out": str(out), "rank": torch.distributed.get_rank()}
-    for name, (lora, rows) in stage_files.items():
-        save_stage(out, name, lora, rows)
-    index.save(out)
-    backbone = str(base) if base else resolve_backbone_source(None).name
-    config = {
-        "dataset": data.name, "variant": asdict(variant), "recipe": asdict(recipe), "backbone": backbone,
-        "backbone_override": str(base) if base else None, "vocab_size": len(tokenizer),
-        "max_users": recipe.max_users, "train_minutes": round((time.monotonic() - started) / 60, 2),
-        "trained_on": {**trained_on, "finished": timestamp()},
-        "stages": [{"name": s["name"], "lora": s["lora"], "samples": s["samples"]} for s in stages],
-    }
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-    last = {k: v for k, v in stages[-1]["best"].items() if k != "ranks"}
-    metrics = {"selection": {"split": "valid", **last},  # last holds the users it scored
-               "history": [r for s in stages for r in s["history"]]}
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
-    write_manifest(out)
+    config, metrics = write_checkpoint(out, data.name, variant, recipe, index, len(tokenizer), base, stage_files, stages,
+                                       {"train_minutes": round((time.monotonic() - started) / 60, 2),
+                                        "trained_on": {**trained_on, "finished": timestamp()}})
     for state in work.glob("*_state.pt"):  # the run is complete: nothing left to resume
         state.unlink()
     # Each stage's own best validation with its per-user ranks, for paired comparisons (eager lab search):
