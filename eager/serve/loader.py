@@ -26,7 +26,7 @@ from eager.decoding.trie import CodeTrie
 from eager.index.item_index import INDEX_FILE, ItemIndex
 from eager.model.checkpoint import MANIFEST_FILE, read_config, rebuild_merged
 from eager.model.code_tokens import code_vocabulary
-from eager.serve.quantize import SERVING_DTYPES, to_serving_dtype
+from eager.serve.quantize import INT4_LAYOUTS, SERVING_DTYPES, to_serving_dtype
 from eager.utils import artifacts_root, cpu_has_bf16
 
 log = logging.getLogger("eager.serve")
@@ -53,6 +53,8 @@ def choose_serving(dtype: str = "auto", device: str | None = None) -> ServingCho
         raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
+        if dtype in INT4_LAYOUTS:
+            raise ValueError(f"{dtype} serves on torch's CPU int4 kernel; on CUDA serve nf4 (bitsandbytes) or nf4-mlp")
         weights = "bf16" if dtype == "auto" else dtype
         return ServingChoice(device, weights, "fp32" if weights == "fp32" else "bf16", "CUDA has bf16 units")
     native = cpu_has_bf16()
@@ -63,6 +65,9 @@ def choose_serving(dtype: str = "auto", device: str | None = None) -> ServingCho
         compute, reason = "bf16", "this CPU has native bf16 (AVX512-BF16/AMX)"
     elif weights == "bf16":
         compute, reason = "bf16", "bf16 asked for, but this CPU has no native bf16 (AVX512-BF16/AMX): it is emulated, slowly"
+    elif weights in INT4_LAYOUTS:
+        compute, reason = "fp32", ("this CPU has no native bf16 (AVX512-BF16/AMX): the model runs in fp32 around the "
+                                   "int4 matmuls, which take bf16 activations")
     else:
         compute, reason = "fp32", "this CPU has no native bf16 (AVX512-BF16/AMX): 4-bit weights are dequantised to fp32"
     return ServingChoice(device, weights, compute, reason)

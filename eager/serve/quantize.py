@@ -28,7 +28,16 @@ FOUR_BIT_LAYOUTS = {
 }
 
 
-SERVING_DTYPES = (*FOUR_BIT_LAYOUTS, "bf16", "fp32")
+# The same layouts on torch's own CPU int4 kernel (aten._weight_int4pack_mm_for_cpu, "tinygemm"):
+# asymmetric int4 with one scale and zero point per group of inputs, bf16 activations. On a CPU
+# bitsandbytes dequantises every NF4 weight to the compute dtype at every call; this kernel reads the
+# packed nibbles in its matmul, which is what a decode step of 20 beams is made of.
+INT4_LAYOUTS = {
+    "int4": FourBitLayout(blocksize=64),
+    "int4-mlp": FourBitLayout(keep=("self_attn.",), blocksize=32),
+}
+
+SERVING_DTYPES = (*FOUR_BIT_LAYOUTS, *INT4_LAYOUTS, "bf16", "fp32")
 
 
 def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloat16):
@@ -41,6 +50,9 @@ def to_serving_dtype(model, dtype: str, compute_dtype: torch.dtype = torch.bfloa
     if dtype in FOUR_BIT_LAYOUTS:
         layout = FOUR_BIT_LAYOUTS[dtype]
         return quantize_nf4(model, compute_dtype, layout.blocksize, layout.keep)
+    if dtype in INT4_LAYOUTS:
+        layout = INT4_LAYOUTS[dtype]
+        return quantize_int4(model, compute_dtype, layout.blocksize, layout.keep)
     raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(SERVING_DTYPES)}")
 
 
@@ -104,4 +116,81 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
     for tensor in [*model.parameters(), *model.buffers()]:
         if tensor.is_floating_point() and tensor.dtype != compute_dtype:
             tensor.data = tensor.data.to(compute_dtype)
+    return model
+
+
+class Int4Linear(torch.nn.Module):
+    """A Linear stored as packed int4 (one bf16 scale and zero point per ``groupsize`` inputs of a row),
+    multiplied by torch's CPU int4 kernel. ``w ≈ (q - 8) * scale + zero`` with ``q`` in 0..15, the
+    kernel's own convention; activations go in as bf16 and the output comes back in their dtype."""
+
+    def __init__(self, linear: torch.nn.Linear, groupsize: int = 32):
+        super().__init__()
+        if linear.weight.device.type != "cpu":
+            raise ValueError("int4 serving runs on torch's CPU int4 kernel; on CUDA serve nf4 (bitsandbytes)")
+        self.in_features, self.out_features, self.groupsize = linear.in_features, linear.out_features, groupsize
+        q, scale_zero = quantize_groups(linear.weight.data.float(), groupsize)
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+        self.register_buffer("scale_zero", scale_zero.to(torch.bfloat16))
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed,
+                                                         self.groupsize, self.scale_zero)
+        out = out.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return out if self.bias is None else out + self.bias.to(x.dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight the kernel multiplies by, in fp32 (for tests and diagnostics)."""
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.groupsize, self.scale_zero).float().t()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, groupsize={self.groupsize}"
+
+
+def quantize_groups(weight: torch.Tensor, groupsize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q as int32 [out, in] in 0..15, scales and zero points as [in/groupsize, out, 2]): min-max
+    asymmetric rounding per group, laid out as the CPU int4 kernel reads them."""
+    rows, cols = weight.shape
+    groups = weight.reshape(rows, cols // groupsize, groupsize)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = (high - low).clamp(min=1e-8) / 15
+    q = ((groups - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(rows, cols)
+    zero = low + 8 * scale  # the value of q = 8
+    scale_zero = torch.cat([scale, zero], -1).reshape(rows, cols // groupsize, 2).transpose(0, 1).contiguous()
+    return q, scale_zero
+
+
+def fits_int4_kernel(linear: torch.nn.Linear, groupsize: int) -> bool:
+    return linear.in_features % groupsize == 0 and linear.out_features % 8 == 0
+
+
+def quantize_int4(model, compute_dtype: torch.dtype = torch.float32, groupsize: int = 32, keep: tuple[str, ...] = ()):
+    """Swap every transformer Linear (but those whose name holds one of ``keep``) for an
+    :class:`Int4Linear`; everything else, and the activations between layers, in ``compute_dtype``."""
+    misfits: list[str] = []
+
+    def swap(module, prefix):
+        for name, child in module.named_children():
+            qualified = f"{prefix}{name}"
+            wanted = is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep)
+            if wanted and not fits_int4_kernel(child, groupsize):
+                misfits.append(f"{qualified} ({child.in_features}→{child.out_features})")
+            elif wanted:
+                setattr(module, name, Int4Linear(child, groupsize))
+            else:
+                swap(child, qualified + ".")
+
+    swap(model, "")
+    if misfits:
+        log.warning("%d Linear(s) stay unquantised: their shape does not fit int4 groups of %d: %s", len(misfits),
+                    groupsize, ", ".join(misfits[:4]) + (" …" if len(misfits) > 4 else ""))
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            continue
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.is_floating_point() and tensor.dtype != compute_dtype:
+                tensor.data = tensor.data.to(compute_dtype)
     return model
