@@ -47,9 +47,11 @@ def _add_training_run(parser: argparse.ArgumentParser, recipe: str, variant_help
 def _add_serving(parser: argparse.ArgumentParser, default_dtype: str = "auto") -> None:
     """How a checkpoint is rebuilt: serving precision and the backbone it was trained on."""
     # Spelled out (eager.serve.loader.DTYPES would import torch for every `eager --help`); a test ties them.
-    parser.add_argument("--dtype", choices=["auto", "nf4", "nf4-mlp", "bf16", "fp32"], default=default_dtype,
+    parser.add_argument("--dtype", choices=["auto", "nf4", "nf4-mlp", "int4", "int4-mlp", "bf16", "fp32"],
+                        default=default_dtype,
                         help=f"weights precision (default {default_dtype}; auto: nf4-mlp on CPU, bf16 on CUDA; "
-                        "nf4: every Linear 4-bit; nf4-mlp: the MLPs 4-bit, attention unquantised)")
+                        "nf4: every Linear 4-bit (bitsandbytes); nf4-mlp: the MLPs 4-bit, attention unquantised; "
+                        "int4, int4-mlp: the same on torch's CPU int4 kernel, CPU only)")
     parser.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
     parser.add_argument("--no-cache", action="store_true",
                         help="rebuild the merged model from base + checkpoint instead of using the serving cache")
