@@ -161,7 +161,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
         return views.model_card_markdown(info), json.dumps(info["configs"], indent=1)[:20000]
 
     def status_tick():
-        return service.status(), gr.Timer(active=not service.ready() and bool(service.warmup))
+        return service.status(), service.status_line(), gr.Timer(active=not service.ready() and bool(service.warmup))
 
     def recommend_api(history: list[str], variant: str = "full", k: int = 10, hide_history: bool = True) -> dict:
         """Top-k items for a history of item keys (oldest first) from one variant; hide_history=False
@@ -201,6 +201,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     "two say **who buys it with what** (from shopping behaviour). From a basket, a 135M model writes "
                     "the next product's code one token at a time; each token narrows the catalogue, and every answer "
                     "is a real product.")
+        status_line = gr.Markdown(service.status_line(), elem_id="status-line")
         with gr.Accordion("Status", open=False):
             status = gr.Markdown(elem_id="status")
         with gr.Tab("Recommend"):
@@ -272,7 +273,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
 
         basket_out = [basket, user_line]
         recommend_out = [summary, decoding, results, results_table, steps]
-        refresh = dict(fn=lambda: service.status(), inputs=None, outputs=status, api_visibility="private")
+        refresh = dict(fn=lambda: (service.status(), service.status_line()), inputs=None, outputs=[status, status_line],
+                       api_visibility="private")
         query.input(do_search, query, [found, found_note], api_visibility="private", trigger_mode="always_last")
         query.submit(do_search, query, [found, found_note], api_visibility="private")
         found.input(add_item, [found, state], [found, state, *basket_out], api_visibility="private")
@@ -292,8 +294,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
         draw.click(tree, item_key, index_plot, api_visibility="private")
         code_go.click(probe_code, code_in, code_out, api_visibility="private", concurrency_limit=1)
         title_go.click(probe_title, title_in, title_out, api_visibility="private", concurrency_limit=1)
-        ticker.tick(status_tick, None, [status, ticker], api_visibility="private")
-        demo.load(lambda: (service.status(), *card()), None, [status, card_md, card_json], api_visibility="private")
+        ticker.tick(status_tick, None, [status, status_line, ticker], api_visibility="private")
+        demo.load(lambda: (service.status(), service.status_line(), *card()), None,
+                  [status, status_line, card_md, card_json], api_visibility="private")
         gr.api(recommend_api, api_name="recommend", concurrency_limit=2)
         gr.api(compare_api, api_name="compare", concurrency_limit=1)
         gr.api(search_api, api_name="search")

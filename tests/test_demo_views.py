@@ -125,9 +125,12 @@ def test_warm_up_readies_every_variant_and_reports_one_that_fails(demo_root, bas
     svc = DemoService(DemoConfig(dataset="beauty", data_root=str(demo_root / "data"),
                                  checkpoints=str(tmp_path / "checkpoints"), dtype="fp32", base=str(base_dir)))
     assert not svc.ready() and "loads on first use" in svc.status()
+    assert svc.status_line() == "4 models, each loaded on first use."
     thread = svc.warm_up()
+    assert svc.status_line().startswith("Warming up: ")
     thread.join(timeout=600)
-    assert svc.ready()
+    assert svc.ready() and svc.status_line() == "3 models ready; wo_dki could not be loaded (see Status)."
+
     assert {v for v, s in svc.warmup.items() if s == "ready"} == set(VARIANTS) - {"wo_dki"}
     assert svc.warmup["wo_dki"].startswith("failed:")
     status = svc.status()

@@ -267,6 +267,23 @@ class DemoService:
             lines.append(f"- `{name}`: {state}")
         return "\n".join(lines)
 
+    def status_line(self) -> str:
+        """One line for the top of the page: how many models are ready, while the warm-up runs."""
+        variants = self.available_variants()
+        if not variants:
+            return "No trained models here yet: see Status below."
+        if not self.warmup:
+            return f"{len(variants)} models, each loaded on first use."
+        ready = [v for v in variants if self.warmup.get(v) == "ready"]
+        failed = [v for v in variants if self.warmup.get(v, "").startswith("failed")]
+        if len(ready) + len(failed) == len(variants):
+            line = f"All {len(ready)} models ready." if not failed else \
+                f"{len(ready)} models ready; {', '.join(failed)} could not be loaded (see Status)."
+            return line
+        loading = next((v for v in variants if self.warmup.get(v) == "loading"), None)
+        return (f"Warming up: {len(ready)} of {len(variants)} models ready"
+                + (f" ({', '.join(ready)})" if ready else "") + (f", loading {loading}…" if loading else "…"))
+
     def ready(self) -> bool:
         """Has the start-up warm-up finished (every variant ready or failed)?"""
         return bool(self.warmup) and all(v not in ("waiting", "loading") for v in self.warmup.values())
