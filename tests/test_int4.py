@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from eager.serve.loader import choose_serving
+from eager.serve import loader as serve_loader
+from eager.serve.loader import CPU_4BIT_CANDIDATES, CPU_4BIT_ENV, choose_serving, fastest_cpu_4bit
 from eager.serve.quantize import INT4_LAYOUTS, Int4Linear, quantize_groups, quantize_int4, to_serving_dtype
 from tests.test_llm_stack import _small_llama
 
@@ -48,3 +49,19 @@ def test_int4_is_a_cpu_path():
     assert choose_serving("int4-mlp", "cpu").dtype == "int4-mlp"
     with pytest.raises(ValueError, match="CPU int4 kernel; on CUDA serve nf4"):
         choose_serving("int4", "cuda")
+
+
+def test_auto_serves_the_4bit_kernel_timed_fastest_on_this_cpu(monkeypatch):
+    monkeypatch.setattr(serve_loader, "_FASTEST", None)
+    monkeypatch.delenv(CPU_4BIT_ENV, raising=False)
+    timed = fastest_cpu_4bit(repeats=2)
+    assert set(timed["ms"]) == set(CPU_4BIT_CANDIDATES) and all(v > 0 for v in timed["ms"].values())
+    assert timed["dtype"] == min(timed["ms"], key=timed["ms"].get) and "timed fastest" in timed["why"]
+    assert fastest_cpu_4bit() is timed  # once a process
+    choice = choose_serving("auto", "cpu")
+    assert choice.dtype == timed["dtype"] and timed["why"] in choice.reason
+    monkeypatch.setenv(CPU_4BIT_ENV, "int4-mlp")
+    assert choose_serving("auto", "cpu").dtype == "int4-mlp"
+    monkeypatch.setenv(CPU_4BIT_ENV, "int3")
+    with pytest.raises(ValueError, match="EAGER_CPU_4BIT"):
+        choose_serving("auto", "cpu")

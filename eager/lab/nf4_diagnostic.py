@@ -19,6 +19,8 @@ The setups:
   nf4-keep-mlp           the MLPs left in fp32, attention NF4
   nf4-keep-ends          the first and last decoder layers left in fp32
   nf4-base+delta         the base's Linears NF4, the fine-tuning deltas added back exactly in fp32
+  int4-mlp               the MLPs in int4 on torch's CPU int4 kernel (group 32), attention fp32
+  int4                   every transformer Linear in int4 (group 64)
   bf16-weights           no 4-bit at all: every weight rounded to bf16, computed in fp32 (how much a
                          perturbation far smaller than NF4's moves this checkpoint's rankings)
 """
@@ -38,7 +40,7 @@ from eager.decoding.loaded import LoadedModel
 from eager.decoding.trie import CodeTrie
 from eager.eval.metrics import ranking_agreement
 from eager.model.checkpoint import rebuild_merged
-from eager.serve.quantize import is_transformer_linear, quantize_nf4
+from eager.serve.quantize import Int4Linear, is_transformer_linear, quantize_nf4, to_serving_dtype
 
 CHECKPOINT = Path("checkpoints/beauty/full")
 
@@ -94,6 +96,8 @@ def setups(merged, base_weights):
         "nf4-keep-mlp": lambda: fp32_nf4(keep=("mlp.",)),
         "nf4-keep-ends": lambda: fp32_nf4(keep=("layers.0.", f"layers.{last}.")),
         "nf4-base+delta": lambda: base_plus_delta(copy.deepcopy(merged), base_weights),
+        "int4-mlp": lambda: to_serving_dtype(copy.deepcopy(merged), "int4-mlp", torch.float32),
+        "int4": lambda: to_serving_dtype(copy.deepcopy(merged), "int4", torch.float32),
         "bf16-weights": lambda: torch.nn.Module.float(torch.nn.Module.to(copy.deepcopy(merged), torch.bfloat16)),
     }
 
@@ -101,6 +105,9 @@ def setups(merged, base_weights):
 def linear_bytes(model) -> int:
     """Bytes of the transformer Linears' weights as stored (packed 4-bit + absmax, or dense)."""
     total = 0
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            total += sum(b.numel() * b.element_size() for b in (module.packed, module.scale_zero))
     for module in transformer_linears(model).values():
         weight = module.weight
         total += weight.numel() * weight.element_size()
@@ -115,9 +122,11 @@ def main() -> None:
     parser.add_argument("users", type=int)
     parser.add_argument("setups", nargs="*")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
     args = parser.parse_args()
-    data = load_dataset("beauty")
-    merged, tok, index, vocab, config = rebuild_merged(CHECKPOINT)
+    checkpoint = args.checkpoint
+    merged, tok, index, vocab, config = rebuild_merged(checkpoint)
+    data = load_dataset(config["dataset"])
     merged = torch.nn.Module.float(merged).eval()
     base, _ = load_backbone()
     base_weights = {n: m.weight.data.float().clone() for n, m in transformer_linears(base).items()}
@@ -134,7 +143,7 @@ def main() -> None:
     results, rankings = {}, {}
     for label in chosen:
         model = builders[label]().eval()
-        loaded = LoadedModel(model, tok, index, vocab, CodeTrie(index, vocab), config, CHECKPOINT)
+        loaded = LoadedModel(model, tok, index, vocab, CodeTrie(index, vocab), config, checkpoint)
         started = time.time()
         report = evaluate_checkpoint(loaded, data, "test", limit=args.users, out_dir=work / label)
         rankings[label] = [json.loads(line)["ranked"] for line in open(work / label / "predictions.jsonl")]
@@ -148,7 +157,7 @@ def main() -> None:
         print(label, row, flush=True)
         del model, loaded
     if args.out:
-        args.out.write_text(json.dumps({"checkpoint": str(CHECKPOINT), "split": "test", "users": args.users,
+        args.out.write_text(json.dumps({"checkpoint": str(checkpoint), "split": "test", "users": args.users,
                                         "beams": 20, "results": results}, indent=1) + "\n")
 
 
