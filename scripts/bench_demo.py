@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import app  # noqa: E402
-from eager.data.split import eval_cases  # noqa: E402
-from eager.demo.service import DemoConfig, DemoService  # noqa: E402
-from eager.serve.bench import machine  # noqa: E402
-from eager.utils import timestamp  # noqa: E402
+import app
+from eager.data.split import eval_cases
+from eager.demo.service import DemoConfig, DemoService
+from eager.serve.bench import machine
+from eager.utils import timestamp
 
 
 def _port() -> int:

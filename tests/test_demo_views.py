@@ -4,7 +4,6 @@ import re
 import shutil
 
 import numpy as np
-import pytest
 
 from eager.data.dataset import InteractionData, items_frame
 from eager.demo import cards
@@ -25,7 +24,7 @@ def _shop_data() -> InteractionData:
     rng = np.random.default_rng(0)
     sequences = []
     for u in range(30):
-        pool = [range(0, 8), range(8, 16), range(16, 23)][u % 3]
+        pool = [range(8), range(8, 16), range(16, 23)][u % 3]
         sequences.append(rng.permutation(list(pool))[:8])
     return InteractionData("shop", items, [f"U{u}" for u in range(30)], sequences, ("title", "brand", "categories"), "test")
 

@@ -4,8 +4,19 @@ import pytest
 import torch
 
 from eager.serve import loader as serve_loader
-from eager.serve.loader import CPU_4BIT_CANDIDATES, CPU_4BIT_ENV, choose_serving, fastest_cpu_4bit
-from eager.serve.quantize import INT4_LAYOUTS, Int4Linear, quantize_groups, quantize_int4, to_serving_dtype
+from eager.serve.loader import (
+    CPU_4BIT_CANDIDATES,
+    CPU_4BIT_ENV,
+    choose_serving,
+    fastest_cpu_4bit,
+)
+from eager.serve.quantize import (
+    INT4_LAYOUTS,
+    Int4Linear,
+    quantize_groups,
+    quantize_int4,
+    to_serving_dtype,
+)
 from tests.test_llm_stack import _small_llama
 
 

@@ -12,7 +12,12 @@ from eager.model.code_tokens import add_code_tokens
 from eager.train import trainer as train_module
 from eager.train.gct import DecompressionProjectors
 from eager.train.samples import build_samples
-from eager.train.snapshot import REWARM_STEPS, read_snapshot, snapshot_files, write_snapshot
+from eager.train.snapshot import (
+    REWARM_STEPS,
+    read_snapshot,
+    snapshot_files,
+    write_snapshot,
+)
 from eager.train.trainer import _rewarm, gct_tables, train_stage
 from tests.tiny import TEST_RECIPE, load_tiny, toy_embeddings, toy_index
 
@@ -39,7 +44,7 @@ def test_a_snapshot_reads_back_as_the_state_without_the_optimizer(tmp_path, best
     state = _state(best_is_current)
     weights, meta = write_snapshot(state, tmp_path, "stage1")
     back = read_snapshot(tmp_path, "stage1")
-    bf16 = lambda t: t.to(torch.bfloat16).float()  # noqa: E731
+    bf16 = lambda t: t.to(torch.bfloat16).float()
     assert back["optimizer"] is None
     for group in ("lora", "best_lora", "projectors"):
         assert back[group].keys() == state[group].keys()

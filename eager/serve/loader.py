@@ -100,7 +100,12 @@ def fastest_cpu_4bit(hidden: int = 576, intermediate: int = 1536, prefill_rows: 
             raise ValueError(f"${CPU_4BIT_ENV}={pinned!r}: choose one of {', '.join(CPU_4BIT_CANDIDATES)}")
         return {"dtype": pinned, "why": f"{pinned} pinned by ${CPU_4BIT_ENV}", "ms": {}}
     if _FASTEST is None:
-        from eager.serve.quantize import FOUR_BIT_LAYOUTS, INT4_LAYOUTS, Int4Linear, quantize_nf4
+        from eager.serve.quantize import (
+            FOUR_BIT_LAYOUTS,
+            INT4_LAYOUTS,
+            Int4Linear,
+            quantize_nf4,
+        )
 
         torch.manual_seed(0)
         mlp = torch.nn.ModuleDict({"gate": torch.nn.Linear(hidden, intermediate, bias=False),

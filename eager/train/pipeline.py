@@ -140,7 +140,7 @@ def export_stage1(data: InteractionData, variant: Variant, recipe: TrainRecipe, 
     stage1_variant = get_variant("wo_aat") if variant.use_aat else variant
     progress = {"epoch": state["epoch"], "step": state["step"], "planned_steps": state["total"],
                 "best_epoch": state["best"].get("epoch"), "stage1_complete": state["step"] >= state["total"]}
-    config, _ = write_checkpoint(Path(out), data.name, stage1_variant, recipe, index, len(tokenizer), base,
+    write_checkpoint(Path(out), data.name, stage1_variant, recipe, index, len(tokenizer), base,
                                  {"stage1": (state["best_lora"], state["best_rows"])}, [stage],
                                  {"stage1_of": variant.name, "progress": progress, "exported": timestamp()})
     return {"out": str(out), "progress": progress, "selection": {k: v for k, v in state["best"].items() if k != "ranks"}}
