@@ -49,10 +49,9 @@ def _add_serving(parser: argparse.ArgumentParser, default_dtype: str = "auto") -
     # Spelled out (eager.serve.loader.DTYPES would import torch for every `eager --help`); a test ties them.
     parser.add_argument("--dtype", choices=["auto", "nf4", "nf4-mlp", "int4", "int4-mlp", "bf16", "fp32"],
                         default=default_dtype,
-                        help=f"weights precision (default {default_dtype}; auto: on CPU the MLPs in whichever 4-bit kernel "
-                        "times faster there (nf4-mlp or int4-mlp, once a process), bf16 on CUDA; "
+                        help=f"weights precision (default {default_dtype}; auto: nf4-mlp on CPU, bf16 on CUDA; "
                         "nf4: every Linear 4-bit (bitsandbytes); nf4-mlp: the MLPs 4-bit, attention unquantised; "
-                        "int4, int4-mlp: the same on torch's CPU int4 kernel, CPU only)")
+                        "int4, int4-mlp: the same on torch's CPU int4 kernel, CPU only: faster, rankings drift more)")
     parser.add_argument("--base", help="the backbone the checkpoint was trained on, if not the default")
     parser.add_argument("--no-cache", action="store_true",
                         help="rebuild the merged model from base + checkpoint instead of using the serving cache")

@@ -3,13 +3,7 @@
 import pytest
 import torch
 
-from eager.serve import loader as serve_loader
-from eager.serve.loader import (
-    CPU_4BIT_CANDIDATES,
-    CPU_4BIT_ENV,
-    choose_serving,
-    fastest_cpu_4bit,
-)
+from eager.serve.loader import choose_serving
 from eager.serve.quantize import (
     INT4_LAYOUTS,
     Int4Linear,
@@ -56,23 +50,8 @@ def test_int4_serving_stays_close_to_fp32_and_keeps_what_its_layout_keeps():
     assert type(everything.lm_head) is torch.nn.Linear  # the tied vocabulary head stays
 
 
-def test_int4_is_a_cpu_path():
-    assert choose_serving("int4-mlp", "cpu").dtype == "int4-mlp"
+def test_int4_is_a_cpu_path_asked_for_by_name():
+    assert choose_serving("int4-mlp", "cpu").dtype == "int4-mlp" and choose_serving("auto", "cpu").dtype == "nf4-mlp"
     with pytest.raises(ValueError, match="CPU int4 kernel; on CUDA serve nf4"):
         choose_serving("int4", "cuda")
 
-
-def test_auto_serves_the_4bit_kernel_timed_fastest_on_this_cpu(monkeypatch):
-    monkeypatch.setattr(serve_loader, "_FASTEST", None)
-    monkeypatch.delenv(CPU_4BIT_ENV, raising=False)
-    timed = fastest_cpu_4bit(repeats=2)
-    assert set(timed["ms"]) == set(CPU_4BIT_CANDIDATES) and all(v > 0 for v in timed["ms"].values())
-    assert timed["dtype"] == min(timed["ms"], key=timed["ms"].get) and "timed fastest" in timed["why"]
-    assert fastest_cpu_4bit() is timed  # once a process
-    choice = choose_serving("auto", "cpu")
-    assert choice.dtype == timed["dtype"] and timed["why"] in choice.reason
-    monkeypatch.setenv(CPU_4BIT_ENV, "int4-mlp")
-    assert choose_serving("auto", "cpu").dtype == "int4-mlp"
-    monkeypatch.setenv(CPU_4BIT_ENV, "int3")
-    with pytest.raises(ValueError, match="EAGER_CPU_4BIT"):
-        choose_serving("auto", "cpu")

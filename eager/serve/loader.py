@@ -8,7 +8,6 @@ size and mtime, so a retrained checkpoint or another backbone never reuses a sta
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import hashlib
 import json
@@ -36,10 +35,9 @@ DTYPES = ("auto", *SERVING_DTYPES)
 # 4-bit MLPs, unquantised attention: on Beauty it kept fp32's top item for 112 of 200 users where
 # every-Linear NF4 kept 80, for 92 MB more (README "What NF4 costs in quality").
 CPU_AUTO_DTYPE = "nf4-mlp"
-# On a CPU, "auto" serves the MLPs in whichever 4-bit kernel is faster on this CPU, timed once at
-# start-up (fastest_cpu_4bit); this variable pins one instead.
-CPU_4BIT_ENV = "EAGER_CPU_4BIT"
-CPU_4BIT_CANDIDATES = ("nf4-mlp", "int4-mlp")
+# torch's CPU int4 kernel ("int4-mlp") answers faster on an AVX2 CPU, but its rankings drift from
+# fp32's far more than NF4's (top item kept for 10 of 100 Beauty test users against 57:
+# docs/serving.md, "int4 on torch's CPU kernel"), so "auto" stays NF4 until that is fixed.
 CACHE_ENV = "EAGER_SERVE_CACHE"
 
 
@@ -63,12 +61,7 @@ def choose_serving(dtype: str = "auto", device: str | None = None) -> ServingCho
         weights = "bf16" if dtype == "auto" else dtype
         return ServingChoice(device, weights, "fp32" if weights == "fp32" else "bf16", "CUDA has bf16 units")
     native = cpu_has_bf16()
-    picked = None
-    if dtype == "auto":
-        picked = fastest_cpu_4bit()
-        weights = picked["dtype"]
-    else:
-        weights = dtype
+    weights = CPU_AUTO_DTYPE if dtype == "auto" else dtype
     if weights == "fp32":
         compute, reason = "fp32", "fp32 asked for"
     elif native:
@@ -80,68 +73,7 @@ def choose_serving(dtype: str = "auto", device: str | None = None) -> ServingCho
                                    "int4 matmuls, which take bf16 activations")
     else:
         compute, reason = "fp32", "this CPU has no native bf16 (AVX512-BF16/AMX): 4-bit weights are dequantised to fp32"
-    if picked is not None:
-        reason = f"{picked['why']}; {reason}"
     return ServingChoice(device, weights, compute, reason)
-
-
-_FASTEST: dict | None = None
-
-
-def fastest_cpu_4bit(hidden: int = 576, intermediate: int = 1536, prefill_rows: int = 128, decode_rows: int = 20,
-                     repeats: int = 5) -> dict:
-    """Which 4-bit MLP kernel is faster on this CPU, timed once a process on one SmolLM2-sized MLP
-    (gate, up, down) for what a recommendation costs: a prefill of ``prefill_rows`` tokens and three
-    decode steps of ``decode_rows`` beams. ``$EAGER_CPU_4BIT`` pins one instead."""
-    global _FASTEST
-    pinned = os.environ.get(CPU_4BIT_ENV)
-    if pinned:
-        if pinned not in CPU_4BIT_CANDIDATES:
-            raise ValueError(f"${CPU_4BIT_ENV}={pinned!r}: choose one of {', '.join(CPU_4BIT_CANDIDATES)}")
-        return {"dtype": pinned, "why": f"{pinned} pinned by ${CPU_4BIT_ENV}", "ms": {}}
-    if _FASTEST is None:
-        from eager.serve.quantize import (
-            FOUR_BIT_LAYOUTS,
-            INT4_LAYOUTS,
-            Int4Linear,
-            quantize_nf4,
-        )
-
-        torch.manual_seed(0)
-        mlp = torch.nn.ModuleDict({"gate": torch.nn.Linear(hidden, intermediate, bias=False),
-                                   "up": torch.nn.Linear(hidden, intermediate, bias=False),
-                                   "down": torch.nn.Linear(intermediate, hidden, bias=False)})
-
-        # In the compute dtype serving would use here: bitsandbytes has a bf16 kernel for CPUs with bf16 units.
-        compute = torch.bfloat16 if cpu_has_bf16() else torch.float32
-
-        def run(layers, rows):
-            x = torch.randn(rows, hidden, dtype=compute)
-            return layers["down"](torch.nn.functional.silu(layers["gate"](x)) * layers["up"](x))
-
-        holder = torch.nn.Module()
-        holder.config = type("Config", (), {"vocab_size": -1})()
-        holder.mlp = copy.deepcopy(mlp)
-        kernels = {"nf4-mlp": quantize_nf4(holder, compute, FOUR_BIT_LAYOUTS["nf4-mlp"].blocksize).eval().mlp,
-                   "int4-mlp": torch.nn.ModuleDict({k: Int4Linear(v, INT4_LAYOUTS["int4-mlp"].blocksize)
-                                                    for k, v in mlp.items()})}
-        ms = {}
-        with torch.inference_mode():
-            for name, layers in kernels.items():
-                run(layers, decode_rows), run(layers, prefill_rows)  # first calls pay for allocation
-                timings = []
-                for _ in range(repeats):
-                    started = time.perf_counter()
-                    run(layers, prefill_rows)
-                    for _ in range(3):
-                        run(layers, decode_rows)
-                    timings.append(time.perf_counter() - started)
-                ms[name] = round(1000 * sorted(timings)[len(timings) // 2], 2)
-        best = min(ms, key=ms.get)
-        _FASTEST = {"dtype": best, "ms": ms,
-                    "why": f"{best} timed fastest on this CPU at start-up ("
-                           + ", ".join(f"{k} {v} ms" for k, v in ms.items()) + " for one MLP's prefill and 3 decode steps)"}
-    return _FASTEST
 
 
 def release_freed_memory() -> None:
