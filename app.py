@@ -28,6 +28,9 @@ except ImportError:
         return fn
 
 EMPTY_STATE = {"history": [], "held_out": None, "user": None}
+# Page-wide style, given to launch() (Gradio 6 takes CSS there): on a phone the decoding figure keeps
+# a readable width and scrolls sideways inside its own box rather than squeezing six columns into 390 px.
+LAUNCH_OPTIONS = {"css": "#decoding{overflow-x:auto} #decoding .js-plotly-plot{min-width:760px}"}
 SHOPPERS = 6  # real shoppers on the first screen
 
 
@@ -229,7 +232,7 @@ def build_demo(service: DemoService) -> gr.Blocks:
                     with gr.Row():
                         variant = gr.Dropdown(list(VARIANTS), value="full", label="Model", min_width=120)
                         k = gr.Slider(1, service.config.max_k, value=10, step=1, label="How many", min_width=160)
-                        hide = gr.Checkbox(value=True, label="Leave out what's in the basket", elem_id="hide-history")
+                    hide = gr.Checkbox(value=True, label="Leave out what's in the basket", elem_id="hide-history")
                     go = gr.Button("Recommend", variant="primary", elem_id="recommend")
             summary = gr.Markdown(elem_id="summary")
             decoding = gr.Plot(label="The four tokens narrowing the catalogue", elem_id="decoding")
@@ -316,7 +319,7 @@ def main() -> None:
     service.warm_up()  # every shipped variant loads in the background while the app already serves
     demo = build_demo(service)
     demo.queue(max_size=int(os.environ.get("EAGER_QUEUE_SIZE", "32")))
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **LAUNCH_OPTIONS)
 
 
 if __name__ == "__main__":

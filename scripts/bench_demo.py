@@ -58,7 +58,8 @@ def main() -> None:
     demo = app.build_demo(service)
     demo.queue(max_size=64)
     port = _port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.LAUNCH_OPTIONS)
     url = f"http://127.0.0.1:{port}/"
     keys = service.data.item_keys
     cases = [c for c in eval_cases(service.data, "test", 20) if len(c.history) == 20][: args.requests]

@@ -253,7 +253,8 @@ def running_app(service):
     demo = app.build_demo(service)
     demo.queue(max_size=32)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.LAUNCH_OPTIONS)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -359,7 +360,8 @@ def test_real_beauty_checkpoint_through_the_api(shared_data):
     demo = app.build_demo(service)
     demo.queue(max_size=8)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **app.LAUNCH_OPTIONS)
     try:
         case = service.user_case(seed=0)
         out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(case["history"], "full", 10, api_name="/recommend")

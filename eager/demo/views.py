@@ -62,7 +62,7 @@ def outcome_markdown(outcome: RecommendOutcome) -> str:
         else:
             parts.append(f"The held-out next purchase ({outcome.held_out}) is not in the top {len(outcome.items)}.")
     if outcome.hid_history:
-        parts.append("Items already in the history are left out (untick “Leave out the history's items” for the "
+        parts.append("Items already in the basket are left out (untick “Leave out what's in the basket” for the "
                      "model's raw list, the one the evaluation scores).")
     if outcome.exact is not None:
         catalogue = "the catalogue less the history" if outcome.hid_history else "the whole catalogue"
