@@ -15,7 +15,8 @@ from pathlib import Path
 from playwright.sync_api import expect, sync_playwright
 
 
-def _open_tab(page, name: str) -> None:
+def open_tab(page, name: str) -> None:
+    """Click a tab, through Gradio's \"More tabs\" menu where a narrow screen folds it away."""
     tab = page.get_by_role("tab", name=name)
     if tab.count() and tab.first.is_visible():
         tab.first.click()
@@ -39,7 +40,7 @@ def main(url: str, out: Path, shopper: int = 2) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         _shopper(page, url, shopper)
         page.screenshot(path=str(out / "demo_recommend.png"), full_page=True)
-        _open_tab(page, "Compare variants")
+        open_tab(page, "Compare variants")
         page.locator("#compare").click()
         expect(page.locator("#compare-grid .eg-col").first).to_be_visible(timeout=600_000)
         page.wait_for_timeout(1000)

@@ -294,6 +294,8 @@ def test_browser_a_shopper_a_basket_the_decoding_and_compare(running_app, tmp_pa
     search-as-you-type adds to a basket, and Compare shows every variant without sideways scrolling."""
     from playwright.sync_api import expect, sync_playwright
 
+    from scripts.demo_screenshots import open_tab
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": width, "height": 900})
@@ -321,7 +323,7 @@ def test_browser_a_shopper_a_basket_the_decoding_and_compare(running_app, tmp_pa
         page.locator("#recommend").click()
         expect(page.locator("#results .eg-card")).to_have_count(10, timeout=60_000)
         expect(page.locator("#results")).not_to_contain_text("their real next purchase")  # no held-out item here
-        _open_tab(page, "Compare variants")
+        open_tab(page, "Compare variants")
         page.locator("#compare").click()
         columns = page.locator("#compare-grid .eg-col")
         expect(columns).to_have_count(4, timeout=60_000)
@@ -334,16 +336,6 @@ def test_browser_a_shopper_a_basket_the_decoding_and_compare(running_app, tmp_pa
         page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
         browser.close()
     assert (tmp_path / "recommend.png").stat().st_size > 10_000
-
-
-def _open_tab(page, name: str) -> None:
-    """Click a tab, through Gradio's "More tabs" menu where a narrow screen folds it away."""
-    tab = page.get_by_role("tab", name=name)
-    if tab.count() and tab.first.is_visible():
-        tab.first.click()
-        return
-    page.get_by_role("button", name="More tabs").click()
-    page.locator(".overflow-dropdown button", has_text=name).click()
 
 
 REAL_CHECKPOINT = REPO / "checkpoints" / "beauty" / "full"

@@ -61,6 +61,26 @@ def is_transformer_linear(module: torch.nn.Module, vocab_size: int) -> bool:
     return isinstance(module, torch.nn.Linear) and module.weight.shape[0] != vocab_size
 
 
+def swap_transformer_linears(model, keep: tuple[str, ...], fits, make) -> list[str]:
+    """Replace each transformer Linear whose qualified name holds none of ``keep`` by ``make(linear)``
+    where ``fits(linear)``; returns the names (and shapes) of those that did not fit, left as they are."""
+    misfits: list[str] = []
+
+    def swap(module, prefix):
+        for name, child in module.named_children():
+            qualified = f"{prefix}{name}"
+            wanted = is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep)
+            if wanted and not fits(child):
+                misfits.append(f"{qualified} ({child.in_features}→{child.out_features})")
+            elif wanted:
+                setattr(module, name, make(child))
+            else:
+                swap(child, qualified + ".")
+
+    swap(model, "")
+    return misfits
+
+
 # bitsandbytes' CPU kernel for AVX512-BF16/AMX machines repacks each 4-bit weight in tiles of 32
 # output rows with one scale per ``blocksize`` inputs of a row: a Linear of another shape fails at its
 # first matmul there (0.50.x: "shape '[32, 0]' is invalid") though it runs on every other CPU.
@@ -86,28 +106,17 @@ def quantize_nf4(model, compute_dtype: torch.dtype = torch.bfloat16, blocksize: 
     """
     import bitsandbytes as bnb
 
-    misfits: list[str] = []
+    def nf4(child: torch.nn.Linear):
+        # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
+        q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                              compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)
+        q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4",
+                                     compress_statistics=False, blocksize=blocksize)
+        if child.bias is not None:
+            q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+        return q.to(child.weight.device)  # quantises on the move
 
-    def swap(module, prefix):
-        for name, child in module.named_children():
-            qualified = f"{prefix}{name}"
-            wanted = is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep)
-            if wanted and not fits_4bit_kernel(child, blocksize):
-                misfits.append(f"{qualified} ({child.in_features}→{child.out_features})")
-            elif wanted:
-                # No double quantisation: it saves ~0.4 bit/weight but dequantises the absmax per matmul.
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=False)
-                q.weight = bnb.nn.Params4bit(child.weight.data.float().cpu(), requires_grad=False, quant_type="nf4",
-                                             compress_statistics=False, blocksize=blocksize)
-                if child.bias is not None:
-                    q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-                q = q.to(child.weight.device)  # quantises on the move
-                setattr(module, name, q)
-            else:
-                swap(child, qualified + ".")
-
-    swap(model, "")
+    misfits = swap_transformer_linears(model, keep, lambda child: fits_4bit_kernel(child, blocksize), nf4)
     if misfits:
         log.warning("%d Linear(s) stay unquantised: their shape does not fit NF4 blocks of %d in tiles of %d "
                     "rows: %s", len(misfits), blocksize, PACKED_ROWS, ", ".join(misfits[:4]) + (" …" if len(misfits) > 4 else ""))
@@ -170,20 +179,8 @@ def fits_int4_kernel(linear: torch.nn.Linear, groupsize: int) -> bool:
 def quantize_int4(model, compute_dtype: torch.dtype = torch.float32, groupsize: int = 32, keep: tuple[str, ...] = ()):
     """Swap every transformer Linear (but those whose name holds one of ``keep``) for an
     :class:`Int4Linear`; everything else, and the activations between layers, in ``compute_dtype``."""
-    misfits: list[str] = []
-
-    def swap(module, prefix):
-        for name, child in module.named_children():
-            qualified = f"{prefix}{name}"
-            wanted = is_transformer_linear(child, model.config.vocab_size) and not any(part in qualified for part in keep)
-            if wanted and not fits_int4_kernel(child, groupsize):
-                misfits.append(f"{qualified} ({child.in_features}→{child.out_features})")
-            elif wanted:
-                setattr(module, name, Int4Linear(child, groupsize))
-            else:
-                swap(child, qualified + ".")
-
-    swap(model, "")
+    misfits = swap_transformer_linears(model, keep, lambda child: fits_int4_kernel(child, groupsize),
+                                       lambda child: Int4Linear(child, groupsize))
     if misfits:
         log.warning("%d Linear(s) stay unquantised: their shape does not fit int4 groups of %d: %s", len(misfits),
                     groupsize, ", ".join(misfits[:4]) + (" …" if len(misfits) > 4 else ""))
