@@ -176,10 +176,6 @@ class DemoService:
             self._shoppers = pick_shoppers(self.data, max(count, 6))
         return self._shoppers[:count]
 
-    def shopper_case(self, user: str) -> dict:
-        """A shopper's history and held-out item, as :meth:`user_case` gives them."""
-        return self.user_case(user=user)
-
     def search(self, query: str, limit: int = 25) -> list[tuple[str, str]]:
         """(label, key) of items whose title holds every word of ``query`` (or whose key is ``query``)."""
         data = self.data
@@ -297,7 +293,8 @@ class DemoService:
 
         def run():
             try:
-                history = self.shoppers(1)[0].history if self.shoppers(1) else self.data.item_keys[:3]
+                shoppers = self.shoppers(1)
+                history = shoppers[0].history if shoppers else self.data.item_keys[:3]
             except DemoError:
                 history = []
             for name in names:
